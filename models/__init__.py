@@ -1,0 +1,1 @@
+"""Where models come from and how they become OpenVINO IR: catalog, GGUF assembly, conversion, export, compatibility."""

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP service in front of the drafting engine."""

@@ -1,0 +1,1 @@
+"""The draft factory: corpus, pretraining, target-generated data, alignment, evaluation."""
