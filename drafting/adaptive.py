@@ -1,0 +1,83 @@
+"""Draft-length policies: how many tokens to draft at the next step.
+
+`FixedDraftLength` always drafts k. `AdaptiveDraftLength` picks, before every step, the k that maximises
+expected tokens per second under the speculative-decoding cost model (REFERENCE.md):
+
+    tokens(k) = (1 - alpha^(k+1)) / (1 - alpha)        expected tokens per target call
+    time(k)   = k * t_draft + t_target(k)               measured, per k where seen
+    k*        = argmax tokens(k) / time(k), or 0 (plain decoding) when no k beats a plain step
+
+alpha, t_draft and t_target are exponential moving averages of what the engine observed, so k follows
+the text: long on boilerplate the draft predicts, short (or off) where it fails.
+"""
+
+from __future__ import annotations
+
+from drafting.request import MAX_DRAFT_TOKENS
+
+
+class FixedDraftLength:
+    def __init__(self, k: int):
+        self.k = k
+
+    def next_k(self) -> int:
+        return self.k
+
+    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float) -> None:
+        pass
+
+
+class AdaptiveDraftLength:
+    def __init__(self, initial_k: int = 5, max_k: int = MAX_DRAFT_TOKENS // 2, decay: float = 0.85,
+                 probe_every: int = 8):
+        self.k = initial_k
+        self.max_k = max_k
+        self.decay = decay  # weight of history in the moving averages
+        self.probe_every = probe_every  # when drafting is off, try k=1 this often to notice recovery
+        self._accepted = 0.0  # decayed counts of tested and accepted draft positions
+        self._tested = 0.0
+        self._draft_token_time: float | None = None
+        self._target_time: dict[int, float] = {}  # k -> moving average of one target call
+        self._steps_off = 0
+
+    @property
+    def alpha(self) -> float:
+        return self._accepted / self._tested if self._tested else 0.5
+
+    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float) -> None:
+        d = self.decay
+        if num_drafted:
+            tested = min(num_accepted + 1, num_drafted)  # positions actually compared before the first reject
+            self._accepted = d * self._accepted + num_accepted
+            self._tested = d * self._tested + tested
+            per_token = draft_time_s / num_drafted
+            self._draft_token_time = per_token if self._draft_token_time is None else d * self._draft_token_time + (1 - d) * per_token
+        previous = self._target_time.get(num_drafted)
+        self._target_time[num_drafted] = target_time_s if previous is None else d * previous + (1 - d) * target_time_s
+        self.k = self._choose()
+
+    def next_k(self) -> int:
+        if self.k == 0:
+            self._steps_off += 1
+            if self._steps_off % self.probe_every == 0:
+                return 1
+        return self.k
+
+    def _target_time_for(self, k: int) -> float | None:
+        if not self._target_time:
+            return None
+        nearest = min(self._target_time, key=lambda seen: (abs(seen - k), seen))
+        return self._target_time[nearest]
+
+    def _choose(self) -> int:
+        if self._draft_token_time is None:
+            return self.k
+        alpha = min(self.alpha, 0.999)
+        best_k, best_rate = 0, None
+        for k in range(0, self.max_k + 1):
+            target_time = self._target_time_for(k)
+            tokens = (1 - alpha ** (k + 1)) / (1 - alpha)
+            rate = tokens / (k * self._draft_token_time + target_time)
+            if best_rate is None or rate > best_rate * 1.0001:
+                best_k, best_rate = k, rate
+        return best_k

@@ -1,0 +1,99 @@
+"""Proposer backed by a small draft LM on the OpenVINO runtime.
+
+Each generation gets a `DraftModelSession` with its own draft KV cache. The draft's cache follows the
+verified context lazily: at each `propose` it keeps the longest prefix it shares with the context (the
+rejected tail is masked, see kv_session.py) and feeds what is new, usually the accepted tokens plus the
+target's correction.
+
+A draft may have a reduced output layer (only the most frequent target tokens): its IR folder then holds
+`draft_vocab_map.json`, `{"draft_to_target": [target id of draft output row 0, 1, ...]}`. Input ids are
+always target ids; outputs are mapped back, so the verifier sees target ids and stays exact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from drafting.kv_session import KVSession
+from drafting.ov_model import StatefulCausalLM
+from drafting.sampling import SamplingParams, probabilities, sample
+
+VOCAB_MAP_FILE = "draft_vocab_map.json"
+
+
+class DraftModelProposer:
+    def __init__(self, model: StatefulCausalLM, target_vocab_size: int, revision: str = "",
+                 min_confidence: float = 0.0):
+        self.model = model
+        self.name = model.name
+        self.revision = revision
+        self.target_vocab_size = target_vocab_size
+        self.min_confidence = min_confidence  # stop drafting when the draft's top probability falls below
+        self.draft_to_target = load_vocab_map(model.ir_dir, model.vocab_size, target_vocab_size)
+
+    def new_session(self) -> "DraftModelSession":
+        return DraftModelSession(self)
+
+
+def load_vocab_map(ir_dir: Path, draft_vocab: int, target_vocab: int) -> np.ndarray | None:
+    path = Path(ir_dir) / VOCAB_MAP_FILE
+    if not path.is_file():
+        return None
+    mapping = np.asarray(json.loads(path.read_text())["draft_to_target"], dtype=np.int64)
+    if mapping.shape != (draft_vocab,):
+        raise ValueError(f"{path}: draft_to_target has {mapping.shape[0]} entries, the draft's output layer {draft_vocab}")
+    if mapping.min() < 0 or mapping.max() >= target_vocab:
+        raise ValueError(f"{path}: draft_to_target ids must be in [0, {target_vocab}), got [{mapping.min()}, {mapping.max()}]")
+    return mapping
+
+
+class DraftModelSession:
+    def __init__(self, proposer: DraftModelProposer):
+        self.proposer = proposer
+        self.cache = KVSession(proposer.model)
+
+    def propose(self, context: list[int], k: int, params: SamplingParams,
+                rng: np.random.Generator | None) -> tuple[list[int], np.ndarray | None]:
+        kept = self.cache.sync(context)
+        logits = self.cache.forward(context[kept:], 1)[0]  # [draft vocab]
+        ids: list[int] = []
+        q_rows: list[np.ndarray] = []
+        for i in range(k):
+            if params.greedy:
+                row = int(logits.argmax())
+                if self.proposer.min_confidence > 0 and i > 0 and _top_probability(logits) < self.proposer.min_confidence:
+                    break
+            else:
+                q = probabilities(logits, params)
+                row = sample(q, rng)
+                q_rows.append(self._to_target_vocab(q))
+            token = row if self.proposer.draft_to_target is None else int(self.proposer.draft_to_target[row])
+            ids.append(token)
+            if i < k - 1:
+                logits = self.cache.forward([token], 1)[0]
+        return ids, (np.stack(q_rows) if q_rows else None)
+
+    def _to_target_vocab(self, q: np.ndarray) -> np.ndarray:
+        mapping = self.proposer.draft_to_target
+        if mapping is None and q.shape[0] == self.proposer.target_vocab_size:
+            return q
+        full = np.zeros(self.proposer.target_vocab_size, dtype=q.dtype)
+        if mapping is None:
+            full[:q.shape[0]] = q  # draft vocab padded shorter than the target's
+        else:
+            full[mapping] = q
+        return full
+
+    def observe(self, num_drafted: int, num_accepted: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.cache.reset()
+
+
+def _top_probability(logits: np.ndarray) -> float:
+    shifted = logits - logits.max()
+    return float(1.0 / np.exp(shifted, dtype=np.float64).sum())

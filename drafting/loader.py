@@ -1,0 +1,70 @@
+"""Build an Engine from resolved model folders: compile the target, attach a proposer, check vocabularies.
+
+Boundary: takes `models.resolve.ResolvedModel`s (anything with name, ir_dir, tokenizer_dir, revision),
+returns ready engines and proposers. The only place that reads a model folder's generation config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from drafting.draft_model import DraftModelProposer
+from drafting.engine import Engine, EngineConfig
+from drafting.errors import EngineError
+from drafting.ngram import PromptLookupProposer
+from drafting.ov_model import StatefulCausalLM
+from drafting.proposer import Proposer
+
+log = logging.getLogger(__name__)
+
+
+def compile_model(model, precision: str | None = None) -> StatefulCausalLM:
+    from models.home import fastdraft_home
+
+    return StatefulCausalLM(model.ir_dir, precision=precision, cache_dir=fastdraft_home() / "ov-cache",
+                            name=model.name)
+
+
+def load_engine(target, draft=None, prompt_lookup: bool = False, num_draft_tokens: int = 5,
+                adaptive: bool = False, precision: str | None = None, max_sessions: int = 4,
+                speculative_max_concurrency: int | None = None) -> Engine:
+    if draft is not None and prompt_lookup:
+        raise ValueError("choose one proposer: a draft model or prompt lookup, not both")
+    target_model = compile_model(target, precision)
+    proposer: Proposer | None = None
+    if draft is not None:
+        proposer = load_proposer(draft, target, precision=precision, target_vocab_size=target_model.vocab_size)
+    elif prompt_lookup:
+        proposer = PromptLookupProposer()
+    config = EngineConfig(num_draft_tokens=num_draft_tokens, adaptive=adaptive, max_sessions=max_sessions,
+                          speculative_max_concurrency=speculative_max_concurrency)
+    return Engine(target_model, proposer, config, eos_token_ids=eos_token_ids(target.ir_dir))
+
+
+def load_proposer(draft, target, precision: str | None = None, target_vocab_size: int | None = None,
+                  min_confidence: float = 0.0) -> DraftModelProposer:
+    """Compile a draft model after checking it shares the target's vocabulary (raises on mismatch)."""
+    from models.compat import check_compatible
+
+    check_compatible(target.tokenizer_dir, draft.tokenizer_dir)
+    model = compile_model(draft, precision)
+    if target_vocab_size is None:
+        target_vocab_size = StatefulCausalLM.output_vocab_size(target.ir_dir)
+    proposer = DraftModelProposer(model, target_vocab_size, revision=draft.revision, min_confidence=min_confidence)
+    if proposer.draft_to_target is None and model.vocab_size > target_vocab_size:
+        raise EngineError(f"draft {draft.name} scores {model.vocab_size} tokens but the target only "
+                          f"{target_vocab_size}: it could propose ids the target cannot verify")
+    return proposer
+
+
+def eos_token_ids(ir_dir: str | Path) -> frozenset[int]:
+    """EOS ids from the model folder's generation_config.json (falling back to config.json)."""
+    for name in ("generation_config.json", "config.json"):
+        path = Path(ir_dir) / name
+        if path.is_file():
+            value = json.loads(path.read_text()).get("eos_token_id")
+            if value is not None:
+                return frozenset(value if isinstance(value, list) else [value])
+    return frozenset()

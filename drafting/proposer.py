@@ -1,0 +1,40 @@
+"""The proposer interface: something that guesses the next k tokens of a context.
+
+A `Proposer` is shared by all requests (it holds compiled models or settings); each generation opens
+its own `ProposerSession` (it holds that request's draft KV cache or search state). A target with no
+proposer is plain decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from drafting.sampling import SamplingParams
+
+
+class ProposerSession(Protocol):
+    def propose(
+        self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None
+    ) -> tuple[list[int], np.ndarray | None]:
+        """Up to k draft ids continuing `context`, and their q distributions [n, vocab] (None: point masses).
+
+        May return fewer than k ids (even none) when it has nothing good to offer.
+        """
+        ...
+
+    def observe(self, num_drafted: int, num_accepted: int) -> None:
+        """Feedback after verification (adaptive policies, statistics)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class Proposer(Protocol):
+    name: str
+    revision: str
+
+    def new_session(self) -> ProposerSession:
+        ...

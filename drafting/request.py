@@ -1,0 +1,46 @@
+"""What a caller asks the engine for, and what the engine streams back. Token ids only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from drafting.sampling import SamplingParams
+from drafting.stats import GenerationStats, StepStats
+
+MAX_DRAFT_TOKENS = 16  # longest draft a request may ask for; the verifier feeds k+1 tokens at once
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop_token_ids: frozenset[int] = frozenset()  # EOS ids: generation ends after emitting one (it is kept in the ids)
+    speculative: bool = True  # False forces plain decoding even when the engine has a proposer
+    num_draft_tokens: int | None = None  # None: the engine's default
+    adaptive: bool | None = None  # None: the engine's default
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("prompt_ids must hold at least one token")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.num_draft_tokens is not None and not (1 <= self.num_draft_tokens <= MAX_DRAFT_TOKENS):
+            raise ValueError(f"num_draft_tokens must be between 1 and {MAX_DRAFT_TOKENS}, got {self.num_draft_tokens}")
+
+
+@dataclass(frozen=True)
+class TokenGroup:
+    """Tokens verified by one target call, delivered as soon as they are known."""
+
+    token_ids: list[int]
+    finish_reason: str | None  # "stop" (EOS), "length" (max_new_tokens), "cancelled", or None while running
+    step: StepStats | None  # None for the group produced by prefill
+    num_draft_tokens: int  # k in force for this step (0 for plain decoding)
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]
+    finish_reason: str
+    stats: GenerationStats

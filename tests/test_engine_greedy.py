@@ -1,0 +1,94 @@
+"""Greedy speculative decoding must reproduce plain greedy decoding token for token."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drafting.draft_model import DraftModelProposer
+from drafting.engine import Engine, EngineConfig
+from drafting.ngram import PromptLookupProposer
+from drafting.ov_model import StatefulCausalLM
+from drafting.request import GenerationRequest
+
+PROMPTS = [[1, 2, 3, 4, 5], [17, 99, 3, 250, 7, 7, 8, 9, 10, 11, 300, 12], list(range(40, 80))]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    return {name: StatefulCausalLM(path, precision="f32", name=name) for name, path in tiny_models.items()}
+
+
+def plain(models, prompt, n):
+    engine = Engine(models["target"])
+    return engine.generate_all(GenerationRequest(prompt_ids=prompt, max_new_tokens=n))
+
+
+@pytest.mark.parametrize("draft_name", ["near", "far", "target"])
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_draft_model_greedy_matches_plain(models, draft_name, k):
+    proposer = DraftModelProposer(models[draft_name], models["target"].vocab_size)
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=k))
+    for prompt in PROMPTS:
+        expected = plain(models, prompt, 60)
+        result = engine.generate_all(GenerationRequest(prompt_ids=prompt, max_new_tokens=60))
+        assert result.token_ids == expected.token_ids
+        assert result.finish_reason == "length"
+        assert result.stats.drafts > 0
+
+
+def test_target_as_its_own_draft_accepts_everything(models):
+    proposer = DraftModelProposer(models["target"], models["target"].vocab_size)
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=4))
+    result = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[1], max_new_tokens=51))
+    stats = result.stats
+    assert stats.draft_tokens == stats.accepted_tokens > 0
+    assert stats.alpha == 1.0
+    assert stats.mean_accepted_length == 5.0
+    assert stats.acceptance_per_position == [1.0] * 4
+
+
+def test_near_draft_exercises_rollback(models):
+    proposer = DraftModelProposer(models["near"], models["target"].vocab_size)
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=5))
+    result = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[2], max_new_tokens=200))
+    assert result.token_ids == plain(models, PROMPTS[2], 200).token_ids
+    stats = result.stats
+    assert 0 < stats.accepted_tokens < stats.draft_tokens, "the near draft should be partly rejected"
+    assert stats.generated_tokens == 200
+
+
+def test_prompt_lookup_greedy_matches_plain(models):
+    engine = Engine(models["target"], PromptLookupProposer(), EngineConfig(num_draft_tokens=4))
+    for prompt in PROMPTS:
+        looped = prompt * 3  # repetition gives prompt lookup something to find
+        assert engine.generate_all(GenerationRequest(prompt_ids=looped, max_new_tokens=50)).token_ids == \
+            plain(models, looped, 50).token_ids
+
+
+def test_adaptive_matches_plain(models):
+    proposer = DraftModelProposer(models["near"], models["target"].vocab_size)
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=4, adaptive=True))
+    result = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[0], max_new_tokens=120))
+    assert result.token_ids == plain(models, PROMPTS[0], 120).token_ids
+
+
+def test_prefix_reuse_across_requests_is_exact(models):
+    engine = Engine(models["target"], config=EngineConfig(max_sessions=1))
+    first = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[2], max_new_tokens=20))
+    extended = PROMPTS[2] + first.token_ids[:10] + [5, 6]
+    again = engine.generate_all(GenerationRequest(prompt_ids=extended, max_new_tokens=20))
+    fresh = Engine(models["target"]).generate_all(GenerationRequest(prompt_ids=extended, max_new_tokens=20))
+    assert again.token_ids == fresh.token_ids
+
+
+def test_compaction_keeps_output_exact(models, monkeypatch):
+    import drafting.kv_session as kv_session
+
+    monkeypatch.setattr(kv_session, "COMPACT_MIN_WASTE", 4)
+    proposer = DraftModelProposer(models["far"], models["target"].vocab_size)
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=6, max_sessions=1))
+    result = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[1], max_new_tokens=80))
+    assert result.token_ids == plain(models, PROMPTS[1], 80).token_ids
+    slot = engine._slots.get()
+    assert slot.target.compactions > 0
