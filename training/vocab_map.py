@@ -1,0 +1,118 @@
+"""Reduced draft vocabulary: the N most frequent target tokens, and the map between draft and target ids.
+
+Why: with the target's 151,936-entry vocabulary, the output layer is almost all of a small draft's
+compute; 32,768 entries cover ~99.8% of code tokens. The verifier stays exact: the draft only proposes,
+and a token the draft cannot name is simply never proposed.
+
+Files written next to the draft model (in its HF folder and in its IR folder):
+
+- `draft_vocab_map.json`:
+    {"format": "fastdraft-draft-vocab-map", "version": 1,
+     "target_vocab_size": V,          # the target's vocabulary size (embedding rows)
+     "draft_vocab_size": N,           # the draft's config.vocab_size
+     "unk_draft_id": u,               # draft id fed for target tokens outside the map
+     "draft_to_target": [t_0, ..., t_{N-1}]}   # strictly increasing target ids
+- `draft_vocab_map.npy`: the same `draft_to_target` as int64 [N] (numpy .npy), for fast loading.
+
+How the engine uses it (a reduced draft is a plain causal LM over draft ids):
+- inputs: target id t -> draft id `target_to_draft[t]`, where target_to_draft = full(V, u);
+  target_to_draft[draft_to_target] = arange(N). Tokens outside the map become u.
+- outputs: draft logits [N] -> draft id d -> target id `draft_to_target[d]`; for sampling, q over the
+  target vocabulary is the draft's softmax scattered to `draft_to_target` (zero elsewhere).
+A draft without these files uses target ids directly (its vocab_size equals the target's).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAP_JSON = "draft_vocab_map.json"
+MAP_NPY = "draft_vocab_map.npy"
+FORMAT = "fastdraft-draft-vocab-map"
+
+
+@dataclass(frozen=True)
+class VocabMap:
+    draft_to_target: np.ndarray  # [N] int64, strictly increasing
+    target_vocab_size: int
+    unk_draft_id: int
+
+    def __post_init__(self) -> None:
+        ids = self.draft_to_target
+        assert ids.ndim == 1 and ids.size > 0, "draft_to_target must be a non-empty 1-D array"
+        if np.any(np.diff(ids) <= 0):
+            raise ValueError("draft_to_target must be strictly increasing")
+        if ids[0] < 0 or ids[-1] >= self.target_vocab_size:
+            raise ValueError(f"draft_to_target ids must lie in [0, {self.target_vocab_size}), got {ids[0]}..{ids[-1]}")
+        if not 0 <= self.unk_draft_id < ids.size:
+            raise ValueError(f"unk_draft_id must lie in [0, {ids.size}), got {self.unk_draft_id}")
+
+    @property
+    def draft_vocab_size(self) -> int:
+        return int(self.draft_to_target.size)
+
+    @property
+    def target_to_draft(self) -> np.ndarray:  # [V] int64
+        table = np.full(self.target_vocab_size, self.unk_draft_id, dtype=np.int64)
+        table[self.draft_to_target] = np.arange(self.draft_vocab_size)
+        return table
+
+    def to_draft(self, target_ids) -> np.ndarray:
+        return self.target_to_draft[np.asarray(target_ids, dtype=np.int64)]
+
+    def to_target(self, draft_ids) -> np.ndarray:
+        return self.draft_to_target[np.asarray(draft_ids, dtype=np.int64)]
+
+    def coverage(self, counts: np.ndarray) -> float:
+        """Fraction of the token occurrences in `counts` ([V] histogram) that the draft can name."""
+        total = counts.sum()
+        return float(counts[self.draft_to_target].sum() / total) if total else 0.0
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / MAP_NPY, self.draft_to_target.astype(np.int64))
+        (folder / MAP_JSON).write_text(json.dumps({
+            "format": FORMAT, "version": 1, "target_vocab_size": self.target_vocab_size,
+            "draft_vocab_size": self.draft_vocab_size, "unk_draft_id": self.unk_draft_id,
+            "draft_to_target": self.draft_to_target.tolist(),
+        }) + "\n")
+
+
+def load(folder: str | Path) -> VocabMap | None:
+    """The map saved in `folder`, or None when the draft uses the target's vocabulary directly."""
+    path = Path(folder) / MAP_JSON
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: line {error.lineno} column {error.colno}: {error.msg}") from None
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{path}: format must be {FORMAT!r}, got {data.get('format')!r}")
+    return VocabMap(np.asarray(data["draft_to_target"], dtype=np.int64), int(data["target_vocab_size"]),
+                    int(data["unk_draft_id"]))
+
+
+def select(counts: np.ndarray, size: int, always_keep=()) -> VocabMap:
+    """The `size` most frequent ids of the histogram `counts` ([V]), plus `always_keep` (EOS, chat markers).
+
+    Ties break towards the lower id, so the selection is deterministic. unk_draft_id is the most frequent token.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    keep = sorted({int(i) for i in always_keep})
+    if size < len(keep) + 1 or size > counts.size:
+        raise ValueError(f"draft vocab size must be in [{len(keep) + 1}, {counts.size}], got {size}")
+    order = np.lexsort((np.arange(counts.size), -counts))  # by count desc, then id asc
+    chosen = set(keep)
+    for token in order:
+        if len(chosen) == size:
+            break
+        chosen.add(int(token))
+    ids = np.array(sorted(chosen), dtype=np.int64)
+    unk = int(np.searchsorted(ids, int(order[0])))
+    return VocabMap(ids, int(counts.size), unk)
