@@ -1,0 +1,158 @@
+"""App factory and thin router: auth, readiness, body limits and request accounting around the endpoint handlers.
+
+`create_app(settings)` returns a FastAPI app whose lifespan loads the models in a worker thread, so the port
+answers at once: /health says 503 "loading" until the engine is ready (then 200), /live is plain liveness.
+Generation is in serving.py (+ completions.py, chat.py); shapes in protocol.py; errors in errors.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import signal
+from contextlib import asynccontextmanager
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from server import errors, protocol
+from server.chat import create_chat_completion
+from server.completions import create_completion
+from server.metrics import CONTENT_TYPE, Metrics
+from server.reload import on_sighup, reload_draft
+from server.runtime import Runtime
+from server.scheduler import Scheduler
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Runtime, Request, Any], Awaitable[Response]]
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """`runtime` is for tests that bring an already loaded one; normally the lifespan loads it."""
+    if runtime is None:
+        metrics = Metrics()
+        runtime = Runtime(settings, metrics, Scheduler(settings.max_running, settings.max_waiting, metrics.set_scheduler))
+    preloaded = runtime.ready
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        loading = None if preloaded else asyncio.create_task(_load(runtime))
+        try:
+            loop.add_signal_handler(signal.SIGHUP, on_sighup, runtime)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP on this OS
+            log.warning("SIGHUP reload unavailable here; use POST /admin/reload")
+        try:
+            yield
+        finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+            try:
+                loop.remove_signal_handler(signal.SIGHUP)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    app = FastAPI(title="fastdraft", summary="OpenAI-compatible speculative-decoding server", lifespan=lifespan)
+    app.state.runtime = runtime
+    errors.install_handlers(app)
+
+    async def api(endpoint: str, request: Request, handler: Handler) -> Response:
+        try:
+            check_auth(runtime, request)
+            check_ready(runtime)
+            body = await read_json(request, runtime.settings.max_body_bytes)
+            return await handler(runtime, request, body)
+        except errors.APIError as error:
+            if not error.recorded:
+                runtime.metrics.requests.labels(endpoint, str(error.status), "error").inc()
+            raise
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await api("completions", request, create_completion)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await api("chat", request, create_chat_completion)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        check_auth(runtime, request)
+        return JSONResponse(protocol.models_list(runtime.model_id, runtime.created))
+
+    @app.post("/admin/reload")
+    async def admin_reload(request: Request) -> JSONResponse:
+        check_auth(runtime, request)
+        body = await read_json(request, runtime.settings.max_body_bytes, allow_empty=True) or {}
+        spec = body.get("draft") if isinstance(body, dict) else None
+        if spec is not None and not isinstance(spec, str):
+            raise errors.invalid(f"draft must be a path or model name (a string), got {type(spec).__name__}", "draft")
+        return JSONResponse(await reload_draft(runtime, spec))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if runtime.ready:
+            return JSONResponse({"status": "ok", **runtime.describe()})
+        detail = {"status": runtime.state}
+        if runtime.error:
+            detail["error"] = runtime.error
+        return JSONResponse(detail, status_code=503)
+
+    @app.get("/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+async def _load(runtime: Runtime) -> None:
+    try:
+        await asyncio.to_thread(runtime.load)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        runtime.state, runtime.error = "failed", f"{type(error).__name__}: {error}"
+        log.critical("loading the models failed: %s; shutting down", runtime.error, exc_info=error)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down; server/cli.py exits non-zero on state "failed"
+
+
+def check_auth(runtime: Runtime, request: Request) -> None:
+    key = runtime.settings.api_key
+    if not key:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise errors.unauthorized()
+
+
+def check_ready(runtime: Runtime) -> None:
+    if not runtime.ready:
+        raise errors.not_ready(runtime.error or "models are still loading (see /health)")
+
+
+async def read_json(request: Request, limit: int, allow_empty: bool = False) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise errors.body_too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise errors.body_too_large(limit)
+    if not body and allow_empty:
+        return None
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise errors.invalid(f"request body is not valid JSON: {error}") from None

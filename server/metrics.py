@@ -1,0 +1,106 @@
+"""Prometheus metrics (prometheus-client), named like vLLM's with the `fastdraft:` prefix so dashboards and
+PromQL written for vLLM's speculative-decoding counters carry over.
+
+Counters only move forward; ratios (acceptance rate, mean accepted length, speedup) are derived in PromQL
+(README and dashboards/grafana-fastdraft.json). One registry per app, so tests can build several apps.
+
+Definitions (REFERENCE.md):
+- a *draft* is one verifying target call that checked >= 1 proposed token;
+- accepted_tokens_per_pos{position=i} counts drafts whose token i was accepted (drafting stops at the first
+  rejection, so position i is only tested when 0..i-1 were accepted);
+- draft_tokens_per_pos{position=i} counts drafts that proposed a token at position i;
+- emitted tokens = tokens those verifying calls added to the output (accepted + the target's own token).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from drafting.request import MAX_DRAFT_TOKENS
+from drafting.stats import StepStats
+
+P = "fastdraft:"
+
+# seconds; from one fast decode step of a 135M model to a minutes-long request
+_LATENCY = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+_STEP = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+_TPOT = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        # --- speculative decoding (vLLM: vllm:spec_decode_*)
+        self.drafts = Counter(P + "spec_decode_num_drafts", "Verifying target calls that checked at least one draft token", registry=r)
+        self.draft_tokens = Counter(P + "spec_decode_num_draft_tokens", "Draft tokens proposed", registry=r)
+        self.accepted_tokens = Counter(P + "spec_decode_num_accepted_tokens", "Draft tokens accepted by the target", registry=r)
+        self.emitted_tokens = Counter(P + "spec_decode_num_emitted_tokens",
+                                      "Tokens emitted by verifying calls (accepted + the target's correction/bonus token)", registry=r)
+        self.accepted_per_pos = Counter(P + "spec_decode_num_accepted_tokens_per_pos",
+                                        "Drafts whose token at this 0-based position was accepted", ["position"], registry=r)
+        self.drafted_per_pos = Counter(P + "spec_decode_num_draft_tokens_per_pos",
+                                       "Drafts that proposed a token at this 0-based position", ["position"], registry=r)
+        self.target_calls = Counter(P + "target_calls", "Target forward calls after prefill (verify or plain decode)", ["mode"], registry=r)
+        self.current_k = Gauge(P + "spec_decode_current_k", "Draft length k of the most recent verifying step (0: plain decoding)", registry=r)
+        self.draft_step = Histogram(P + "spec_decode_draft_step_seconds", "Time to propose one draft (all k tokens)", buckets=_STEP, registry=r)
+        self.target_verify = Histogram(P + "spec_decode_target_verify_seconds", "Time of one target call (verify k+1 tokens, or one plain decode step)",
+                                       ["mode"], buckets=_STEP, registry=r)
+        for position in range(MAX_DRAFT_TOKENS):  # pre-create so rate() works from the first scrape
+            self.accepted_per_pos.labels(str(position))
+            self.drafted_per_pos.labels(str(position))
+        for mode in ("speculative", "plain"):
+            self.target_calls.labels(mode)
+            self.target_verify.labels(mode)
+        # --- tokens and requests (vLLM: vllm:prompt_tokens_total, vllm:generation_tokens_total, vllm:request_success_total)
+        self.prompt_tokens = Counter(P + "prompt_tokens", "Prompt tokens processed", registry=r)
+        self.generation_tokens = Counter(P + "generation_tokens", "Tokens generated", registry=r)
+        self.requests = Counter(P + "requests", "HTTP requests finished, by endpoint, status code and finish reason",
+                                ["endpoint", "status", "finish_reason"], registry=r)
+        self.reloads = Counter(P + "draft_reloads", "Draft reload attempts by result", ["result"], registry=r)
+        # --- latency (vLLM: vllm:time_to_first_token_seconds, vllm:time_per_output_token_seconds, vllm:e2e_request_latency_seconds)
+        self.ttft = Histogram(P + "time_to_first_token_seconds", "Arrival to first token (queue wait included)", ["mode"], buckets=_LATENCY, registry=r)
+        self.tpot = Histogram(P + "time_per_output_token_seconds", "Mean time per output token after the first, per request",
+                              ["mode"], buckets=_TPOT, registry=r)
+        self.e2e = Histogram(P + "e2e_request_latency_seconds", "Arrival to last byte", ["endpoint"], buckets=_LATENCY, registry=r)
+        self.queue_wait = Histogram(P + "request_queue_time_seconds", "Time waiting for a running slot", buckets=_LATENCY, registry=r)
+        for mode in ("speculative", "plain"):
+            self.ttft.labels(mode)
+            self.tpot.labels(mode)
+        # --- state
+        self.running = Gauge(P + "num_requests_running", "Requests generating now", registry=r)
+        self.waiting = Gauge(P + "num_requests_waiting", "Requests queued for a running slot", registry=r)
+        self.info = Info(P + "model", "Served models: target, draft (or proposer) and their revisions", registry=r)
+        self.info.info({"target": "", "target_revision": "", "draft": "", "draft_revision": "", "proposer": "", "ready": "false"})
+
+    # --- recording helpers (called on the event loop; prometheus-client is thread-safe anyway)
+
+    def record_step(self, step: StepStats) -> None:
+        mode = "speculative" if step.num_drafted else "plain"
+        self.target_calls.labels(mode).inc()
+        self.target_verify.labels(mode).observe(step.target_time_s)
+        self.current_k.set(step.num_drafted)
+        if not step.num_drafted:
+            return
+        self.drafts.inc()
+        self.draft_tokens.inc(step.num_drafted)
+        self.accepted_tokens.inc(step.num_accepted)
+        self.emitted_tokens.inc(step.num_emitted)
+        self.draft_step.observe(step.draft_time_s)
+        for position in range(step.num_drafted):
+            self.drafted_per_pos.labels(str(position)).inc()
+        for position in range(step.num_accepted):
+            self.accepted_per_pos.labels(str(position)).inc()
+
+    def set_scheduler(self, running: int, waiting: int) -> None:
+        self.running.set(running)
+        self.waiting.set(waiting)
+
+    def set_models(self, target: str, target_revision: str, draft: str, draft_revision: str, proposer: str, ready: bool) -> None:
+        self.info.info({"target": target, "target_revision": target_revision or "", "draft": draft or "",
+                        "draft_revision": draft_revision or "", "proposer": proposer or "none", "ready": str(ready).lower()})
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,63 @@
+"""Server settings: one pydantic-settings model; every field is also an env var FASTDRAFT_<NAME> and a CLI flag
+--<name-with-dashes> (server/cli.py derives the flags from these fields, so the three names never drift).
+
+Precedence: CLI flag > environment variable > default.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
+# The best draft we ship for the default target; until the draft factory publishes one, the 0.5B sibling.
+DEFAULT_DRAFT = "qwen2.5-coder-0.5b-instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FASTDRAFT_", extra="ignore")
+
+    # --- models
+    target: str = Field(DEFAULT_TARGET, description="target model: catalog name, HF folder, GGUF file or OpenVINO IR folder")
+    draft: str = Field(DEFAULT_DRAFT, description="draft model (same forms as --target); reloaded from here by POST /admin/reload and SIGHUP")
+    prompt_lookup: bool = Field(False, description="draft with prompt lookup (n-gram match in the context) instead of a draft model")
+    no_draft: bool = Field(False, description="no proposer: plain decoding only")
+    target_weight_format: str = Field("int8", description="weight format of the target IR when converting from a catalog name (int8, int4, fp16, fp32)")
+    draft_weight_format: str = Field("int8", description="weight format of the draft IR when converting from a catalog name")
+    precision: str | None = Field(None, description="OpenVINO inference precision hint (e.g. f32); default: the runtime's")
+    pull: bool = Field(True, description="pull and convert catalog models on first start (false: fail if not prepared)")
+    served_model_name: str | None = Field(None, description="model id clients send and /v1/models lists; default: the target's name")
+
+    # --- speculation
+    num_draft_tokens: int = Field(5, ge=1, le=16, description="default draft length k (requests may override with speculative.num_draft_tokens)")
+    adaptive: bool = Field(False, description="adaptive draft length by default (requests may override with speculative.adaptive)")
+    spec_max_running: int = Field(
+        1, ge=0,
+        description="load policy, applied by the engine at every step: draft only while at most this many requests "
+                    "are generating; above that the target is saturated and drafting only adds work (0: never draft)")
+
+    # --- HTTP
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port to bind")
+    api_key: str | None = Field(None, description="if set, /v1/* and /admin/* need 'Authorization: Bearer <key>'")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (413 above)")
+    log_level: str = Field("info", description="log level of the server and uvicorn")
+
+    # --- load
+    max_running: int = Field(2, ge=1, le=64, description="requests generating at once (engine sessions)")
+    max_waiting: int = Field(32, ge=0, description="requests queued (FIFO) behind the running ones; 429 when full")
+    max_tokens_limit: int = Field(4096, ge=1, description="largest max_tokens / max_completion_tokens a request may ask for")
+    default_completion_tokens: int = Field(16, ge=1, description="max_tokens of /v1/completions when the request sets none (OpenAI's default)")
+
+    @model_validator(mode="after")
+    def _one_proposer(self) -> "Settings":
+        if self.prompt_lookup and self.no_draft:
+            raise ValueError("--prompt-lookup and --no-draft exclude each other")
+        return self
+
+    @property
+    def proposer_mode(self) -> str:
+        """'draft' (a draft model), 'prompt-lookup' or 'none'."""
+        if self.no_draft:
+            return "none"
+        return "prompt-lookup" if self.prompt_lookup else "draft"
