@@ -1,0 +1,121 @@
+"""Engine behaviour beyond greedy equality: seeded sampling, stops, cancel, streaming, bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from drafting.draft_model import DraftModelProposer
+from drafting.engine import Engine, EngineConfig
+from drafting.errors import ContextLengthError
+from drafting.ov_model import StatefulCausalLM
+from drafting.request import GenerationRequest
+from drafting.sampling import SamplingParams
+
+PROMPT = [11, 22, 33, 44, 55, 66]
+
+
+@pytest.fixture(scope="module")
+def target(tiny_models):
+    return StatefulCausalLM(tiny_models["target"], precision="f32", name="target")
+
+
+@pytest.fixture(scope="module")
+def engine(target, tiny_models):
+    draft = StatefulCausalLM(tiny_models["near"], precision="f32", name="near")
+    return Engine(target, DraftModelProposer(draft, target.vocab_size), EngineConfig(num_draft_tokens=4))
+
+
+def sampled(engine, seed, temperature=1.5, **kw):
+    params = SamplingParams(temperature=temperature, top_k=50, top_p=0.95, seed=seed)
+    return engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=40, sampling=params, **kw)).token_ids
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    assert sampled(engine, seed=3) == sampled(engine, seed=3)
+    assert sampled(engine, seed=3) != sampled(engine, seed=4)
+
+
+def test_temperature_zero_ignores_seed(engine):
+    assert sampled(engine, seed=1, temperature=0.0) == sampled(engine, seed=2, temperature=0.0)
+
+
+def test_sampling_runs_speculatively_and_plain(engine):
+    speculative = engine.generate_all(GenerationRequest(
+        prompt_ids=PROMPT, max_new_tokens=40, sampling=SamplingParams(temperature=1.0, seed=0)))
+    assert speculative.stats.drafts > 0 and len(speculative.token_ids) == 40
+    plain = engine.generate_all(GenerationRequest(
+        prompt_ids=PROMPT, max_new_tokens=40, sampling=SamplingParams(temperature=1.0, seed=0), speculative=False))
+    assert plain.stats.drafts == 0 and plain.stats.target_calls == 39
+
+
+def test_eos_stops_and_is_kept(engine):
+    reference = engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=30)).token_ids
+    eos = reference[12]
+    result = engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=30, stop_token_ids=frozenset([eos])))
+    assert result.finish_reason == "stop"
+    assert result.token_ids == reference[:reference.index(eos) + 1]
+
+
+def test_streaming_groups_join_to_the_full_output(engine):
+    request = GenerationRequest(prompt_ids=PROMPT, max_new_tokens=33)
+    groups = list(engine.start(request))
+    assert [g.finish_reason for g in groups[:-1]] == [None] * (len(groups) - 1)
+    assert groups[-1].finish_reason == "length"
+    assert sum((g.token_ids for g in groups), []) == engine.generate_all(request).token_ids
+    assert all(g.step is not None for g in groups[1:])
+
+
+def test_cancel_stops_within_a_step_and_frees_the_session(target):
+    engine = Engine(target, config=EngineConfig(max_sessions=1))
+    cancel = threading.Event()
+    generation = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=500), cancel)
+    produced = 0
+    for group in generation:
+        produced += len(group.token_ids)
+        if produced >= 5:
+            cancel.set()
+    assert generation.finish_reason == "cancelled"
+    assert produced < 10
+    # the only session came back: a new request can start at once
+    engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=2), timeout=1).close()
+
+
+def test_abandoned_generation_frees_its_session(target):
+    engine = Engine(target, config=EngineConfig(max_sessions=1))
+    generation = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=50))
+    next(iter(generation))
+    generation.close()
+    assert engine.active == 0
+    engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=3))
+
+
+def test_prompt_longer_than_context_is_refused(engine, target):
+    with pytest.raises(ContextLengthError, match=f"context length {target.max_context}"):
+        engine.start(GenerationRequest(prompt_ids=[1] * target.max_context, max_new_tokens=1))
+
+
+def test_bad_requests_name_the_field():
+    with pytest.raises(ValueError, match="num_draft_tokens must be between 1 and 16, got 17"):
+        GenerationRequest(prompt_ids=PROMPT, max_new_tokens=4, num_draft_tokens=17)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        GenerationRequest(prompt_ids=PROMPT, max_new_tokens=0)
+    with pytest.raises(ValueError, match="prompt_ids must hold"):
+        GenerationRequest(prompt_ids=[], max_new_tokens=4)
+
+
+def test_token_outside_the_vocabulary_is_refused(engine):
+    with pytest.raises(ValueError, match=r"prompt_ids must be in \[0, 512\), got 9999"):
+        engine.start(GenerationRequest(prompt_ids=[1, 9999], max_new_tokens=4))
+
+
+def test_speculation_turns_off_above_the_concurrency_limit(target, tiny_models):
+    draft = StatefulCausalLM(tiny_models["near"], precision="f32", name="near")
+    engine = Engine(target, DraftModelProposer(draft, target.vocab_size),
+                    EngineConfig(max_sessions=2, speculative_max_concurrency=1))
+    first = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=20))
+    second = engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=20))
+    assert second.stats.drafts == 0
+    first.close()
+    assert engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=20)).stats.drafts > 0
