@@ -47,12 +47,29 @@ def load_draft(folder: str | Path):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    from training.presets import reduce_output_layer
+
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder / 'config.json'}: not a Hugging Face model folder")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     vocab = vm.load(folder)
-    if vocab is not None and vocab.draft_vocab_size != model.config.vocab_size:
-        raise ValueError(f"{folder / vm.MAP_JSON}: draft_vocab_size {vocab.draft_vocab_size} != "
-                         f"config vocab_size {model.config.vocab_size}")
+    if vocab is None:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), None
+    # reduced output layer: build, cut the head, then load the weights strictly
+    config = AutoConfig.from_pretrained(folder)
+    if vocab.target_vocab_size != config.vocab_size:
+        raise ValueError(f"{folder / vm.MAP_JSON}: target_vocab_size {vocab.target_vocab_size} != "
+                         f"config vocab_size {config.vocab_size}")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    reduce_output_layer(model, vocab.draft_vocab_size)
+    state = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(path)))
+    if "lm_head.weight" in state and state["lm_head.weight"].shape[0] != vocab.draft_vocab_size:
+        raise ValueError(f"{folder}: lm_head has {state['lm_head.weight'].shape[0]} rows, "
+                         f"{vm.MAP_JSON} says {vocab.draft_vocab_size}")
+    model.load_state_dict(state, strict=True)
     return model, vocab

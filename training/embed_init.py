@@ -1,8 +1,7 @@
 """Initialize a narrow draft's token embeddings from the target's: a rank-h projection by SVD.
 
-E_target [V, H] (rows restricted to the draft vocabulary when reduced) = U S V^T; the draft embedding is
-E_target V_h = U_h S_h, [N, h]: the best rank-h approximation's coordinates, rescaled to the target's
-per-element std. Tied drafts get the same matrix as output layer.
+E_target [V, H] = U S V^T; the draft embedding is E_target V_h = U_h S_h, [V, h]: the best rank-h approximation's coordinates, rescaled to the target's
+per-element std. A reduced output layer gets the rows of the tokens it scores.
 
 Boundary: reads the embedding tensor straight from the target's safetensors files (no full model load).
 """
@@ -49,10 +48,14 @@ def svd_projection(embedding: torch.Tensor, width: int) -> torch.Tensor:
 
 @torch.no_grad()
 def init_from_target(model, target_hf_dir: str | Path, draft_to_target=None) -> None:
+    """Input embedding <- the projection of all target rows; output layer <- the rows it scores."""
     embedding = read_target_embedding(target_hf_dir)
-    if draft_to_target is not None:
-        embedding = embedding[torch.as_tensor(draft_to_target, dtype=torch.long)]
     own = model.get_input_embeddings().weight
     if embedding.shape[0] != own.shape[0]:
-        raise ValueError(f"target embedding has {embedding.shape[0]} rows, the draft {own.shape[0]}")
-    own.copy_(svd_projection(embedding, own.shape[1]))
+        raise ValueError(f"target embedding has {embedding.shape[0]} rows, the draft's input embedding {own.shape[0]}")
+    projected = svd_projection(embedding, own.shape[1])
+    own.copy_(projected)
+    head = model.get_output_embeddings().weight
+    if head.data_ptr() != own.data_ptr():
+        rows = projected if draft_to_target is None else projected[torch.as_tensor(draft_to_target, dtype=torch.long)]
+        head.copy_(rows)

@@ -2,9 +2,9 @@
 
 A draft is a standard transformers causal LM (Qwen2 or Llama config), so optimum-intel exports it and
 openvino-genai loads it like any other model. The only hard constraint is the vocabulary: the draft
-either uses the target's full vocabulary (`vocab_size` = the target's), or a reduced vocabulary of the
-N most frequent target tokens described by a `draft_vocab_map` (see training/vocab_map.py for the file
-format); the reduced draft is then still a plain Qwen2/Llama model whose vocab_size is N.
+reads target ids (config.vocab_size = the target's) and either scores the full vocabulary or only the N
+most frequent target tokens: a reduced output layer (lm_head [N, h], untied) described by a
+`draft_vocab_map` next to the weights (file format and layout: training/vocab_map.py).
 
 Boundary: builds torch modules from configs; reads no data and knows nothing about training.
 """
@@ -83,14 +83,39 @@ def hf_config(cfg: DraftConfig, vocab_size: int, bos_token_id: int | None = None
 
 
 def build_model(cfg: DraftConfig, vocab_size: int, seed: int = 0, bos_token_id: int | None = None, eos_token_id=None):
-    """A randomly initialized causal LM (fp32) for `cfg`, seeded so the same call gives the same weights."""
+    """A randomly initialized causal LM (fp32) for `cfg` over a `vocab_size`-token target, seeded.
+
+    With cfg.draft_vocab_size = N the output layer is cut to N rows (see reduce_output_layer).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
+    if cfg.draft_vocab_size:
+        cfg = replace(cfg, tie_embeddings=False)
     config = hf_config(cfg, vocab_size, bos_token_id, eos_token_id)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if cfg.draft_vocab_size:
+        reduce_output_layer(model, cfg.draft_vocab_size)
     return model
+
+
+def reduce_output_layer(model, rows: int, keep_ids=None) -> None:
+    """Replace lm_head by an [rows, h] layer (untied); `keep_ids` copies those rows of the old head."""
+    import torch
+
+    old = model.get_output_embeddings()
+    new = torch.nn.Linear(old.in_features, rows, bias=False, dtype=old.weight.dtype)
+    with torch.no_grad():
+        if keep_ids is not None:
+            new.weight.copy_(old.weight[torch.as_tensor(keep_ids, dtype=torch.long)])
+        else:
+            new.weight.normal_(0.0, model.config.initializer_range)
+    model.config.tie_word_embeddings = False
+    if hasattr(model, "_tied_weights_keys"):
+        model._tied_weights_keys = None
+    model.lm_head = new
+    model.config.draft_vocab_size = rows
 
 
 def count_params(model, exclude_input_embedding: bool = False) -> int:

@@ -83,9 +83,9 @@ def build_draft(args, corpus: Corpus):
                  vocab.coverage(counts))
     if vocab is not None and vocab.target_vocab_size != full_vocab:
         raise SystemExit(f"vocab map is for a {vocab.target_vocab_size}-token target, this corpus/target has {full_vocab}")
-    separator = vocab.to_draft([corpus.separator_id])[0] if vocab is not None else corpus.separator_id
-    model = presets.build_model(cfg, vocab.draft_vocab_size if vocab else full_vocab, seed=args.seed,
-                                eos_token_id=int(separator))
+    if vocab is not None:
+        cfg = presets.replace(cfg, draft_vocab_size=vocab.draft_vocab_size)
+    model = presets.build_model(cfg, full_vocab, seed=args.seed, eos_token_id=corpus.separator_id)
     if args.embed_init == "svd":
         if args.target_hf is None:
             raise SystemExit("--embed-init svd needs --target-hf")
@@ -104,19 +104,13 @@ def _special_ids(corpus: Corpus) -> list[int]:
 
 
 def batch_fn(corpus: Corpus, args, mix: dict[str, float], vocab: vm.VocabMap | None):
-    table = vocab.target_to_draft if vocab is not None else None
-    inside = None
-    if vocab is not None:
-        inside = np.zeros(vocab.target_vocab_size, dtype=bool)
-        inside[vocab.draft_to_target] = True
+    table = vocab.label_table() if vocab is not None else None
 
     def make_batch(step: int):
         windows = corpus.batch(step, args.batch_size, args.seq_len, mix, args.seed)  # [B, L + 1] target ids
-        inputs, labels = windows[:, :-1], windows[:, 1:]
-        if table is None:
-            return np.ascontiguousarray(inputs), np.ascontiguousarray(labels)
-        # a label the draft cannot name teaches nothing: ignore it rather than teach "unk"
-        return table[inputs], np.where(inside[labels], table[labels], -100)
+        inputs, labels = np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+        # inputs stay target ids; labels become output rows, -100 for a token the draft cannot name
+        return inputs, (labels if table is None else table[labels])
 
     return make_batch
 

@@ -9,17 +9,16 @@ Files written next to the draft model (in its HF folder and in its IR folder):
 - `draft_vocab_map.json`:
     {"format": "fastdraft-draft-vocab-map", "version": 1,
      "target_vocab_size": V,          # the target's vocabulary size (embedding rows)
-     "draft_vocab_size": N,           # the draft's config.vocab_size
-     "unk_draft_id": u,               # draft id fed for target tokens outside the map
-     "draft_to_target": [t_0, ..., t_{N-1}]}   # strictly increasing target ids
+     "draft_vocab_size": N,           # rows of the draft's output layer
+     "draft_to_target": [t_0, ..., t_{N-1}]}   # strictly increasing target ids: output row i is token t_i
 - `draft_vocab_map.npy`: the same `draft_to_target` as int64 [N] (numpy .npy), for fast loading.
 
-How the engine uses it (a reduced draft is a plain causal LM over draft ids):
-- inputs: target id t -> draft id `target_to_draft[t]`, where target_to_draft = full(V, u);
-  target_to_draft[draft_to_target] = arange(N). Tokens outside the map become u.
-- outputs: draft logits [N] -> draft id d -> target id `draft_to_target[d]`; for sampling, q over the
-  target vocabulary is the draft's softmax scattered to `draft_to_target` (zero elsewhere).
-A draft without these files uses target ids directly (its vocab_size equals the target's).
+Model layout (what drafting/draft_model.py expects): INPUT ids are always target ids (the input embedding
+keeps all V rows, config.vocab_size = V); only the output layer is cut to N rows (lm_head.weight [N, h],
+config.draft_vocab_size = N, embeddings untied). The engine maps output row i back to target id t_i;
+for sampling, q over the target vocabulary is the draft's softmax scattered to `draft_to_target`.
+Such a folder does not load with a plain `from_pretrained` (lm_head shape): use
+training.draft_folder.load_draft. A draft without these files has a full output layer.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ FORMAT = "fastdraft-draft-vocab-map"
 class VocabMap:
     draft_to_target: np.ndarray  # [N] int64, strictly increasing
     target_vocab_size: int
-    unk_draft_id: int
 
     def __post_init__(self) -> None:
         ids = self.draft_to_target
@@ -48,21 +46,16 @@ class VocabMap:
             raise ValueError("draft_to_target must be strictly increasing")
         if ids[0] < 0 or ids[-1] >= self.target_vocab_size:
             raise ValueError(f"draft_to_target ids must lie in [0, {self.target_vocab_size}), got {ids[0]}..{ids[-1]}")
-        if not 0 <= self.unk_draft_id < ids.size:
-            raise ValueError(f"unk_draft_id must lie in [0, {ids.size}), got {self.unk_draft_id}")
 
     @property
     def draft_vocab_size(self) -> int:
         return int(self.draft_to_target.size)
 
-    @property
-    def target_to_draft(self) -> np.ndarray:  # [V] int64
-        table = np.full(self.target_vocab_size, self.unk_draft_id, dtype=np.int64)
+    def label_table(self) -> np.ndarray:
+        """[V] int64: target id -> draft output row, -100 (ignored by the loss) for tokens outside the map."""
+        table = np.full(self.target_vocab_size, -100, dtype=np.int64)
         table[self.draft_to_target] = np.arange(self.draft_vocab_size)
         return table
-
-    def to_draft(self, target_ids) -> np.ndarray:
-        return self.target_to_draft[np.asarray(target_ids, dtype=np.int64)]
 
     def to_target(self, draft_ids) -> np.ndarray:
         return self.draft_to_target[np.asarray(draft_ids, dtype=np.int64)]
@@ -78,7 +71,7 @@ class VocabMap:
         np.save(folder / MAP_NPY, self.draft_to_target.astype(np.int64))
         (folder / MAP_JSON).write_text(json.dumps({
             "format": FORMAT, "version": 1, "target_vocab_size": self.target_vocab_size,
-            "draft_vocab_size": self.draft_vocab_size, "unk_draft_id": self.unk_draft_id,
+            "draft_vocab_size": self.draft_vocab_size,
             "draft_to_target": self.draft_to_target.tolist(),
         }) + "\n")
 
@@ -94,14 +87,13 @@ def load(folder: str | Path) -> VocabMap | None:
         raise ValueError(f"{path}: line {error.lineno} column {error.colno}: {error.msg}") from None
     if data.get("format") != FORMAT:
         raise ValueError(f"{path}: format must be {FORMAT!r}, got {data.get('format')!r}")
-    return VocabMap(np.asarray(data["draft_to_target"], dtype=np.int64), int(data["target_vocab_size"]),
-                    int(data["unk_draft_id"]))
+    return VocabMap(np.asarray(data["draft_to_target"], dtype=np.int64), int(data["target_vocab_size"]))
 
 
 def select(counts: np.ndarray, size: int, always_keep=()) -> VocabMap:
     """The `size` most frequent ids of the histogram `counts` ([V]), plus `always_keep` (EOS, chat markers).
 
-    Ties break towards the lower id, so the selection is deterministic. unk_draft_id is the most frequent token.
+    Ties break towards the lower id, so the selection is deterministic.
     """
     counts = np.asarray(counts, dtype=np.int64)
     keep = sorted({int(i) for i in always_keep})
@@ -113,6 +105,4 @@ def select(counts: np.ndarray, size: int, always_keep=()) -> VocabMap:
         if len(chosen) == size:
             break
         chosen.add(int(token))
-    ids = np.array(sorted(chosen), dtype=np.int64)
-    unk = int(np.searchsorted(ids, int(order[0])))
-    return VocabMap(ids, int(counts.size), unk)
+    return VocabMap(np.array(sorted(chosen), dtype=np.int64), int(counts.size))
