@@ -56,7 +56,6 @@ class Runtime:
         from transformers import AutoTokenizer
 
         from drafting.loader import load_engine
-        from models.compat import check_compatible
         from models.resolve import resolve_model
 
         s = self.settings
@@ -67,7 +66,7 @@ class Runtime:
         if s.proposer_mode == "draft":
             log.info("resolving draft %s (%s weights)", s.draft, s.draft_weight_format)
             draft = resolve_model(s.draft, weight_format=s.draft_weight_format, pull=s.pull)
-            check_compatible(target.tokenizer_dir, draft.tokenizer_dir)
+            # load_engine -> load_proposer checks the draft's vocabulary against the target's
         tokenizer = AutoTokenizer.from_pretrained(str(target.tokenizer_dir))
         log.info("compiling models (proposer: %s)", s.proposer_mode)
         engine = load_engine(target, draft, prompt_lookup=s.proposer_mode == "prompt-lookup",
