@@ -1,0 +1,176 @@
+"""Measure a draft against its target with our engine: acceptance per position, alpha, tau, speedups, per task.
+
+    python -m training.evaluate --target qwen2.5-coder-1.5b-instruct --draft runs/align/ir \
+        --prompts runs/kd-data/prompts-eval.jsonl --num-draft-tokens 5 --max-new-tokens 128 --out runs/eval
+
+For each prompt (JSONL: {"id", "task", "prompt"} or {"id", "task", "messages"}, e.g. the held-out
+prompts-eval.jsonl of training.generate), greedy, the engine decodes twice: plainly (the baseline) and
+speculatively with the draft. Per task (code, chat, summarization, ...) and overall it reports the
+per-position acceptance counts and rates, alpha, tau(k), mean accepted length (bonus token counted), the
+memory-bound speedup MBSU = tau / (1 + k * M_draft / M_target) with M = bytes of the IR weights read per
+step, the measured wall-clock speedup (plain time / speculative time), and whether the speculative
+output equals the plain one token for token (it must, greedy). Definitions: drafting/stats.py and
+REFERENCE.md. Writes `<out>/evaluation.json` and `<out>/evaluation.png` (acceptance per position;
+predicted MBSU vs k from alpha, with the measured points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("training.evaluate")
+
+
+def weight_bytes(ir_dir: str | Path) -> int:
+    return (Path(ir_dir) / "openvino_model.bin").stat().st_size
+
+
+def tau_for(alpha: float, k: int) -> float:
+    return float(k + 1) if alpha >= 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
+
+
+def mbsu(alpha: float, k: int, draft_bytes: int, target_bytes: int) -> float:
+    """Memory-bound speedup: tau / (1 + k * M_draft / M_target)."""
+    return tau_for(alpha, k) / (1.0 + k * draft_bytes / target_bytes)
+
+
+def summarize(stats, k: int, plain_s: float, spec_s: float, draft_bytes: int, target_bytes: int,
+              identical: int, prompts: int) -> dict:
+    """One task's figures from merged GenerationStats and the two wall times."""
+    alpha = stats.alpha
+    return {
+        "prompts": prompts, "generated_tokens": stats.generated_tokens,
+        "accepted_per_position": list(stats.accepted_per_position),
+        "reached_per_position": list(stats.reached_per_position),
+        "acceptance_per_position": [round(x, 4) for x in stats.acceptance_per_position],
+        "alpha": round(alpha, 4), "tau": round(tau_for(alpha, k), 4),
+        "mean_accepted_length": round(stats.mean_accepted_length, 4),
+        "draft_acceptance_ratio": round(stats.draft_acceptance_ratio, 4),
+        "memory_bound_speedup": round(mbsu(alpha, k, draft_bytes, target_bytes), 4),
+        "plain_s": round(plain_s, 3), "speculative_s": round(spec_s, 3),
+        "wall_clock_speedup": round(plain_s / spec_s, 4) if spec_s > 0 else None,
+        "identical_outputs": identical,
+    }
+
+
+def evaluate(target, draft, prompts: list[dict], k: int = 5, max_new_tokens: int = 128,
+             precision: str | None = None, tokenizer=None) -> dict:
+    """Run plain and speculative greedy decoding on every prompt; figures per task and overall."""
+    from transformers import AutoTokenizer
+
+    from drafting.loader import load_engine
+    from drafting.request import GenerationRequest
+    from drafting.stats import GenerationStats
+    from training.generate import format_prompt
+
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(target.tokenizer_dir)
+    engine = load_engine(target, draft, num_draft_tokens=k, precision=precision)
+    draft_bytes, target_bytes = weight_bytes(draft.ir_dir), weight_bytes(target.ir_dir)
+    per_task: dict[str, dict] = {}
+    for record in prompts:
+        ids = tokenizer(format_prompt(record, tokenizer), add_special_tokens=False)["input_ids"]
+        common = dict(prompt_ids=ids, max_new_tokens=max_new_tokens, stop_token_ids=engine.eos_token_ids)
+        started = time.perf_counter()
+        plain = engine.generate_all(GenerationRequest(speculative=False, **common))
+        plain_s = time.perf_counter() - started
+        started = time.perf_counter()
+        spec = engine.generate_all(GenerationRequest(speculative=True, num_draft_tokens=k, **common))
+        spec_s = time.perf_counter() - started
+        task = per_task.setdefault(record.get("task", "chat"), {"stats": GenerationStats(), "plain_s": 0.0,
+                                                                 "spec_s": 0.0, "identical": 0, "prompts": 0})
+        task["stats"].merge(spec.stats)
+        task["plain_s"] += plain_s
+        task["spec_s"] += spec_s
+        task["identical"] += int(plain.token_ids == spec.token_ids)
+        task["prompts"] += 1
+    overall = {"stats": GenerationStats(), "plain_s": 0.0, "spec_s": 0.0, "identical": 0, "prompts": 0}
+    for task in per_task.values():
+        overall["stats"].merge(task["stats"])
+        for key in ("plain_s", "spec_s", "identical", "prompts"):
+            overall[key] += task[key]
+
+    def figures(t):
+        return summarize(t["stats"], k, t["plain_s"], t["spec_s"], draft_bytes, target_bytes, t["identical"], t["prompts"])
+
+    return {"target": target.name, "target_revision": target.revision, "draft": draft.name,
+            "draft_revision": draft.revision, "num_draft_tokens": k, "max_new_tokens": max_new_tokens,
+            "draft_weight_bytes": draft_bytes, "target_weight_bytes": target_bytes,
+            "tasks": {name: figures(t) for name, t in sorted(per_task.items())}, "overall": figures(overall)}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    ratio = result["draft_weight_bytes"] / result["target_weight_bytes"]
+    ks = list(range(1, 11))
+    for name, figs in list(result["tasks"].items()) + [("overall", result["overall"])]:
+        rates = figs["acceptance_per_position"]
+        left.plot(range(1, len(rates) + 1), rates, marker="o", label=name)
+        right.plot(ks, [tau_for(figs["alpha"], k) / (1 + k * ratio) for k in ks], label=f"{name} MBSU")
+        if figs["wall_clock_speedup"]:
+            right.scatter([result["num_draft_tokens"]], [figs["wall_clock_speedup"]], marker="x")
+    left.set(xlabel="draft position", ylabel="acceptance rate", ylim=(0, 1.05),
+             title=f"{result['draft']} -> {result['target']}")
+    right.axhline(1.0, color="gray", linewidth=0.5)
+    right.set(xlabel="draft length k", ylabel="speedup", title="MBSU vs k (lines), measured wall clock (x)")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def resolve(spec: str, weight_format: str):
+    from models.resolve import resolve_model
+
+    return resolve_model(spec, weight_format=weight_format)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True, help="target model: catalog name, IR folder or HF folder")
+    parser.add_argument("--draft", required=True, help="draft model: catalog name, IR folder or HF folder")
+    parser.add_argument("--prompts", required=True, type=Path, help="prompt JSONL ({id, task, prompt|messages})")
+    parser.add_argument("--out", required=True, type=Path, help="folder for evaluation.json and evaluation.png")
+    parser.add_argument("--num-draft-tokens", type=int, default=5, help="draft length k")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many prompts")
+    parser.add_argument("--target-format", default="int8", help="weight format to resolve the target with")
+    parser.add_argument("--draft-format", default="int8", help="weight format to resolve the draft with")
+    parser.add_argument("--precision", default=None, help="OpenVINO inference precision hint (f32 for exactness checks)")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from training.generate import read_jsonl
+
+    prompts = read_jsonl(args.prompts)[: args.limit]
+    if not prompts:
+        raise SystemExit(f"{args.prompts}: no prompts")
+    target, draft = resolve(args.target, args.target_format), resolve(args.draft, args.draft_format)
+    log.info("config: %s", json.dumps({k: str(v) for k, v in vars(args).items()}))
+    result = evaluate(target, draft, prompts, args.num_draft_tokens, args.max_new_tokens, args.precision)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, args.out / "evaluation.png")
+    for name, figs in list(result["tasks"].items()) + [("overall", result["overall"])]:
+        log.info("%-14s alpha %.3f  tau %.2f  accepted length %.2f  MBSU %.2f  wall-clock %.2fx  per position %s",
+                 name, figs["alpha"], figs["tau"], figs["mean_accepted_length"], figs["memory_bound_speedup"],
+                 figs["wall_clock_speedup"] or 0.0, figs["acceptance_per_position"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
