@@ -83,7 +83,10 @@ def export_ir(hf_dir: str | Path, out_dir: str | Path, weight_format: str = "int
     except Exception as error:
         shutil.rmtree(partial, ignore_errors=True)
         raise ExportError(f"optimum-intel could not export {hf_dir} ({weight_format}): {type(error).__name__}: {error}") from error
-    expected = IR_FILES + (TOKENIZER_IR_FILES if convert_tokenizer else ())
+    has_tokenizer = any((hf_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    if convert_tokenizer and not has_tokenizer:
+        log.warning("%s has no tokenizer files: the IR gets no openvino_tokenizer.xml (openvino-genai cannot load it)", hf_dir)
+    expected = IR_FILES + (TOKENIZER_IR_FILES if convert_tokenizer and has_tokenizer else ())
     missing = [name for name in expected if not (partial / name).is_file()]
     if missing:
         shutil.rmtree(partial, ignore_errors=True)
