@@ -1,0 +1,175 @@
+"""Server parts that need no model: request validation, error shapes, the FIFO scheduler, metrics, settings/CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from drafting.stats import StepStats
+from server import errors, protocol
+from server.cli import add_arguments, settings_from_args
+from server.metrics import Metrics
+from server.protocol import ChatCompletionRequest, CompletionRequest
+from server.scheduler import Scheduler
+from server.settings import Settings
+
+
+# --- protocol ---------------------------------------------------------------------------------------
+
+def test_completion_request_accepts_openai_shapes():
+    request = protocol.parse(CompletionRequest, {
+        "model": "m", "prompt": ["a", "b"], "max_tokens": 5, "temperature": 0.5, "top_p": 0.9, "seed": 3,
+        "stop": "x", "stream": True, "stream_options": {"include_usage": True}, "n": 2, "echo": True, "user": "u",
+        "top_k": 4, "speculative": {"enabled": True, "num_draft_tokens": 3, "adaptive": False},
+        "presence_penalty": 0, "frequency_penalty": 0.0, "logprobs": None, "best_of": 2})
+    assert request.stop == ["x"] and request.include_usage and request.speculative.num_draft_tokens == 3
+    assert protocol.parse(CompletionRequest, {"model": "m", "prompt": [1, 2, 3]}).prompt == [1, 2, 3]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"presence_penalty": 0.1}, "presence_penalty"),
+    ({"logit_bias": {"5": 1}}, "logit_bias"),
+    ({"logprobs": 1}, "logprobs"),
+    ({"best_of": 3}, "best_of"),
+    ({"suffix": "end"}, "suffix"),
+    ({"whatever": 1}, "whatever"),
+])
+def test_unsupported_parameters_are_named(body, param):
+    with pytest.raises(errors.APIError) as raised:
+        protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", **body})
+    assert raised.value.status == 400 and raised.value.code == "unsupported_parameter"
+    assert param in raised.value.message and raised.value.param == param
+
+
+@pytest.mark.parametrize("body, param, words", [
+    ({"temperature": 3}, "temperature", "less than or equal to 2"),
+    ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
+    ({"n": 9}, "n", "less than or equal to 8"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    ({"speculative": {"num_draft_tokens": 17}}, "speculative.num_draft_tokens", "16"),
+    ({"speculative": {"mode": "x"}}, "speculative.mode", "Extra inputs"),
+    ({"prompt": []}, "prompt", "empty"),
+])
+def test_invalid_values_name_field_and_limit(body, param, words):
+    with pytest.raises(errors.APIError) as raised:
+        protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", **body})
+    assert raised.value.status == 400 and raised.value.param == param
+    assert words in raised.value.message and "got" in raised.value.message
+
+
+def test_chat_request_and_stream_options_rules():
+    request = protocol.parse(ChatCompletionRequest, {"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+        "max_completion_tokens": 7})
+    assert request.messages[0].text() == "ab" and request.token_limit == (7, "max_completion_tokens")
+    with pytest.raises(errors.APIError, match="echo"):
+        protocol.parse(ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "a"}], "echo": True})
+    with pytest.raises(errors.APIError, match="stream_options"):
+        protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "stream_options": {"include_usage": True}})
+    with pytest.raises(errors.APIError, match="messages"):
+        protocol.parse(ChatCompletionRequest, {"model": "m", "messages": []})
+
+
+def test_error_body_is_openai_shaped():
+    error = errors.context_length_exceeded(100, 50, 120, "max_tokens")
+    assert error.status == 400
+    assert set(error.body()["error"]) == {"message", "type", "param", "code"}
+    assert "120" in error.message and error.code == "context_length_exceeded"
+
+
+# --- scheduler --------------------------------------------------------------------------------------
+
+def test_scheduler_is_fifo_bounded_and_survives_cancelled_waiters():
+    async def main() -> None:
+        seen = []
+        scheduler = Scheduler(max_running=1, max_waiting=2, on_change=lambda r, w: seen.append((r, w)))
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def job(name: str) -> None:
+            async with scheduler.slot():
+                order.append(name)
+                await release.wait()
+
+        first = asyncio.create_task(job("a"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(job("b"))
+        third = asyncio.create_task(job("c"))
+        await asyncio.sleep(0)
+        assert scheduler.running == 1 and scheduler.waiting == 2
+        with pytest.raises(errors.APIError) as raised:
+            async with scheduler.slot():
+                pass
+        assert raised.value.status == 429
+        second.cancel()  # a client that leaves while queued frees its place
+        await asyncio.sleep(0)
+        assert scheduler.waiting == 1
+        release.set()
+        await asyncio.gather(first, third)
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert order == ["a", "c"] and scheduler.running == 0 and scheduler.waiting == 0
+        assert seen[-1] == (0, 0)
+
+    asyncio.run(main())
+
+
+def test_scheduler_runs_up_to_the_limit_at_once():
+    async def main() -> int:
+        scheduler = Scheduler(max_running=3, max_waiting=10)
+        peak = 0
+
+        async def job() -> None:
+            nonlocal peak
+            async with scheduler.slot():
+                peak = max(peak, scheduler.running)
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(job() for _ in range(10)))
+        return peak
+
+    assert asyncio.run(main()) == 3
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+def test_metrics_record_steps_with_vllm_compatible_names():
+    metrics = Metrics()
+    metrics.record_step(StepStats(num_drafted=4, num_accepted=2, num_emitted=3, draft_time_s=0.01, target_time_s=0.02))
+    metrics.record_step(StepStats(num_drafted=0, num_accepted=0, num_emitted=1, draft_time_s=0.0, target_time_s=0.01))
+    metrics.set_models("t", "r1", "d", "r2", "d", True)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.render().decode()) for s in family.samples}
+    assert samples[("fastdraft:spec_decode_num_drafts_total", ())] == 1
+    assert samples[("fastdraft:spec_decode_num_draft_tokens_total", ())] == 4
+    assert samples[("fastdraft:spec_decode_num_accepted_tokens_total", ())] == 2
+    assert samples[("fastdraft:spec_decode_num_emitted_tokens_total", ())] == 3
+    assert samples[("fastdraft:spec_decode_num_accepted_tokens_per_pos_total", (("position", "1"),))] == 1
+    assert samples[("fastdraft:spec_decode_num_accepted_tokens_per_pos_total", (("position", "2"),))] == 0
+    assert samples[("fastdraft:spec_decode_num_draft_tokens_per_pos_total", (("position", "3"),))] == 1
+    assert samples[("fastdraft:target_calls_total", (("mode", "plain"),))] == 1
+    assert samples[("fastdraft:spec_decode_current_k", ())] == 0
+    info = [labels for (name, labels), value in samples.items() if name == "fastdraft:model_info"]
+    assert dict(info[0])["draft_revision"] == "r2"
+
+
+# --- settings and CLI -------------------------------------------------------------------------------
+
+def test_every_setting_is_a_flag_and_an_env_var(monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    monkeypatch.setenv("FASTDRAFT_NUM_DRAFT_TOKENS", "7")
+    monkeypatch.setenv("FASTDRAFT_PORT", "9001")
+    monkeypatch.setenv("FASTDRAFT_PROMPT_LOOKUP", "true")
+    settings = settings_from_args(parser.parse_args(["--port", "9002", "--api-key", "k", "--no-draft",
+                                                     "--no-prompt-lookup"]))
+    assert settings.num_draft_tokens == 7  # env
+    assert settings.port == 9002  # flag beats env
+    assert settings.api_key == "k" and settings.proposer_mode == "none"
+    flags = {action.dest for action in parser._actions}
+    assert set(Settings.model_fields) <= flags
+    with pytest.raises(ValueError):
+        Settings(prompt_lookup=True, no_draft=True)
