@@ -41,6 +41,10 @@ def _exchange(a: Path, b: Path) -> bool:
     return True
 
 
+def _copy_file(src, dst):
+    return shutil.copy2(src, dst)
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
@@ -61,7 +65,7 @@ def publish(src: str | Path, dest: str | Path) -> Path:
     for stale in dest.parent.glob(f".{dest.name}.incoming-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = dest.parent / f".{dest.name}.incoming-{os.getpid()}"
-    shutil.copytree(src, staging)
+    shutil.copytree(src, staging, copy_function=_copy_file)
     _fsync_tree(staging)
     if not dest.exists():
         staging.rename(dest)

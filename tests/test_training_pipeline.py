@@ -1,0 +1,211 @@
+"""The draft factory end to end on the tiny preset, plus its bad-input and resume guarantees.
+
+Fixtures: a byte-level BPE tokenizer trained on a small source folder, a random 2-layer Qwen2 target over
+it (exported to an fp32 IR once per session), and a corpus built from the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import align, corpus, evaluate, fixtures, generate, pretrain, trainer
+from training.draft_folder import load_draft
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("factory")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FASTDRAFT_HOME", str(root / "home"))
+    sources = fixtures.write_sources(root)
+    fixtures.make_tokenizer(root / "tokenizer")
+    fixtures.make_target(root / "target-hf", root / "tokenizer")
+    from models.export import export_ir
+
+    export_ir(root / "target-hf", root / "target-ir", weight_format="fp32")
+    corpus.build(sources, root / "tokenizer", root / "corpus", root / "cache")
+    yield root
+    patch.undo()
+
+
+def pretrain_args(world: Path, out: Path, *extra: str) -> list[str]:
+    return ["--corpus", str(world / "corpus"), "--stage", "code-nl", "--preset", "tiny", "--draft-vocab-size", "200",
+            "--target-hf", str(world / "target-hf"), "--batch-size", "4", "--seq-len", "32", "--threads", "1",
+            "--out", str(out), *extra]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_draft(folder)
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def test_corpus_is_deterministic_and_deduplicated(world, tmp_path):
+    again = corpus.build(world / "sources.json", world / "tokenizer", tmp_path / "corpus", tmp_path / "cache")
+    first = json.loads((world / "corpus" / "manifest.json").read_text())
+    for a, b in zip(first["sources"], again["sources"]):
+        assert a["sha256"] == b["sha256"] and a["tokens"] == b["tokens"] > 0
+    prose = next(s for s in again["sources"] if s["name"] == "fixture-prose")
+    assert prose["duplicates"] == 1  # duplicate.txt is a copy of doc00.txt
+    assert set(again["stages"]) == {"nl", "code-nl"}
+    assert again["tokenizer"]["separator"] == "<|endoftext|>"
+
+
+def test_end_to_end_pipeline(world, tmp_path):
+    # pretrain a few steps (reduced 200-token output layer, SVD-initialized embeddings)
+    assert pretrain.main(pretrain_args(world, tmp_path / "pt", "--steps", "3", "--embed-init", "svd")) == 0
+    draft_hf = tmp_path / "pt" / "hf"
+    assert (draft_hf / "draft_vocab_map.json").exists()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "pt" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    # the target generates alignment data; some prompts are held out
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"id": "chat-1", "task": "chat",
+                                "messages": [{"role": "user", "content": "Tell me about the river."}]}) + "\n")
+    kd = tmp_path / "kd"
+    assert generate.main(["--target", str(world / "target-ir"), "--prompts", "humaneval", "--prompts", f"file:{chat}",
+                          "--out", str(kd), "--limit", "4", "--max-new-tokens", "12", "--batch-size", "2"]) == 0
+    rows = generate.read_jsonl(kd / "generations.jsonl")
+    held_out = {r["id"] for r in generate.read_jsonl(kd / "prompts-eval.jsonl")}
+    assert len(rows) == 4 and held_out and not held_out & {r["id"] for r in rows}
+    assert all(r["target_revision"] and r["sampling"]["max_new_tokens"] == 12 for r in rows)
+    # resuming generation does nothing more
+    assert generate.main(["--target", str(world / "target-ir"), "--prompts", "humaneval", "--prompts", f"file:{chat}",
+                          "--out", str(kd), "--limit", "4", "--max-new-tokens", "12"]) == 0
+    assert len(generate.read_jsonl(kd / "generations.jsonl")) == 4
+    # align, export int8, evaluate, publish
+    publish = tmp_path / "published"
+    assert align.main(["--target", str(world / "target-ir"), "--draft", str(draft_hf), "--data", str(kd / "generations.jsonl"),
+                       "--out", str(tmp_path / "align"), "--steps", "2", "--batch-size", "2", "--seq-len", "48",
+                       "--threads", "1", "--eval-limit", "2", "--eval-max-new-tokens", "8", "--precision", "f32",
+                       "--publish", str(publish)]) == 0
+    assert (publish / "openvino_model.xml").exists() and (publish / "draft_vocab_map.json").exists()
+    # the engine loads the published draft and decodes greedy-identically with it
+    from models.resolve import resolve_model
+
+    prompts = generate.read_jsonl(kd / "prompts-eval.jsonl")[:2]
+    result = evaluate.evaluate(resolve_model(str(world / "target-ir")), resolve_model(str(publish)), prompts,
+                               k=3, max_new_tokens=10, precision="f32")
+    assert result["overall"]["identical_outputs"] == len(prompts)
+    assert result["overall"]["prompts"] == len(prompts) and len(result["overall"]["acceptance_per_position"]) == 3
+    evaluate.plot(result, tmp_path / "eval.png")
+    assert (tmp_path / "eval.png").stat().st_size > 1000
+
+
+def test_resume_continues_exactly(world, tmp_path):
+    assert pretrain.main(pretrain_args(world, tmp_path / "straight", "--steps", "4")) == 0
+    # interrupted after 2 steps, then the same command again
+    args = pretrain_args(world, tmp_path / "resumed", "--steps", "4", "--checkpoint-every", "100")
+    assert pretrain.main(args + ["--stop-after-steps", "2"]) == 0
+    assert not (tmp_path / "resumed" / "hf").exists()
+    assert (tmp_path / "resumed" / "checkpoints" / "latest").read_text().strip() == "step-00000002"
+    assert pretrain.main(args) == 0
+    straight, resumed = weights(tmp_path / "straight" / "hf"), weights(tmp_path / "resumed" / "hf")
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    logs = [[json.loads(line)["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("straight", "resumed")]
+    assert logs[0] == logs[1] and len(logs[0]) == 4
+
+
+def test_ddp_two_gloo_processes_match_one(world, tmp_path):
+    common = pretrain_args(world, tmp_path / "x", "--steps", "1", "--warmup-steps", "0", "--schedule", "constant",
+                           "--lr", "1e-2")
+    single = [a if a != str(tmp_path / "x") else str(tmp_path / "single") for a in common]
+    assert pretrain.main(single) == 0
+    ddp = [a if a != str(tmp_path / "x") else str(tmp_path / "ddp") for a in common]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    completed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                "--master-port", "29517", "-m", "training.pretrain", *ddp],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    one, two = weights(tmp_path / "single" / "hf"), weights(tmp_path / "ddp" / "hf")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-5, msg=name)
+    loss_one = json.loads((tmp_path / "single" / "log.jsonl").read_text())["loss"]
+    loss_two = json.loads((tmp_path / "ddp" / "log.jsonl").read_text())["loss"]
+    assert abs(loss_one - loss_two) < 1e-5
+
+
+def test_corrupt_checkpoint_is_reported_with_its_path(world, tmp_path):
+    out = tmp_path / "run"
+    assert pretrain.main(pretrain_args(world, out, "--steps", "3", "--stop-after-steps", "1")) == 0
+    state = out / "checkpoints" / "step-00000001" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(trainer.CheckpointError, match=str(state)):
+        pretrain.main(pretrain_args(world, out, "--steps", "3"))
+
+
+def test_corrupt_dataset_line_is_reported_with_its_location(world, tmp_path):
+    data = tmp_path / "generations.jsonl"
+    good = {"id": "a", "task": "code", "prompt": "def f():", "output": "    return 1\n"}
+    data.write_text(json.dumps(good) + "\n{not json\n" + json.dumps({**good, "id": "b"}) + "\n")
+    draft = tmp_path / "draft"
+    pretrain.main(pretrain_args(world, draft, "--steps", "1"))
+    with pytest.raises(generate.DatasetError, match=f"{data}:2"):
+        align.main(["--target", str(world / "target-ir"), "--draft", str(draft / "hf"), "--data", str(data),
+                    "--out", str(tmp_path / "align"), "--steps", "1", "--batch-size", "2", "--seq-len", "16"])
+    assert not (tmp_path / "align" / "checkpoints").exists()
+
+
+def test_torn_last_line_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps({"id": "a"}) + "\n" + '{"id": "b", "outp')
+    assert [r["id"] for r in generate.read_jsonl(path, allow_torn_tail=True)] == ["a"]
+    assert path.read_text() == json.dumps({"id": "a"}) + "\n"
+
+
+def test_vocabulary_mismatch_is_refused_before_training(world, tmp_path):
+    # a draft over a different tokenizer (other merges, other size)
+    other_tok = fixtures.make_tokenizer(tmp_path / "other-tokenizer", vocab_size=300)
+    fixtures.make_target(tmp_path / "other-hf", other_tok, seed=3)
+    data = tmp_path / "g.jsonl"
+    data.write_text(json.dumps({"id": "a", "task": "code", "prompt": "x", "output": "y"}) + "\n")
+    with pytest.raises(align.VocabularyMismatch, match="does not match"):
+        align.main(["--target", str(world / "target-ir"), "--draft", str(tmp_path / "other-hf"), "--data", str(data),
+                    "--out", str(tmp_path / "align"), "--steps", "1"])
+    assert not (tmp_path / "align").exists()
+
+
+def test_publish_never_leaves_a_half_written_draft(tmp_path, monkeypatch):
+    from training import publish as pub
+
+    def make_ir(folder: Path, tag: str) -> Path:
+        folder.mkdir(parents=True)
+        for name in ("openvino_model.xml", "openvino_model.bin", "config.json", "tokenizer.json"):
+            (folder / name).write_text(f"{tag}:{name}")
+        return folder
+
+    dest = tmp_path / "served"
+    pub.publish(make_ir(tmp_path / "v1", "v1"), dest)
+    real_copy = pub._copy_file
+    calls = {"n": 0}
+
+    def failing_copy(src, dst, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real_copy(src, dst, *a, **k)
+
+    monkeypatch.setattr(pub, "_copy_file", failing_copy)
+    with pytest.raises(OSError, match="disk full"):
+        pub.publish(make_ir(tmp_path / "v2", "v2"), dest)
+    assert sorted(p.read_text() for p in dest.iterdir()) == sorted(f"v1:{n}" for n in
+                                                                    ("openvino_model.xml", "openvino_model.bin", "config.json", "tokenizer.json"))
+    monkeypatch.setattr(pub, "_copy_file", real_copy)
+    pub.publish(tmp_path / "v2", dest)
+    assert all(p.read_text().startswith("v2:") for p in dest.iterdir())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".served")] == []
+    with pytest.raises(FileNotFoundError, match="not an IR folder"):
+        pub.publish(tmp_path, dest)
