@@ -1,0 +1,99 @@
+"""Unit checks of the draft factory's pieces: presets, vocab map, pruning, schedules, CLIs."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import presets, prune, trainer
+from training import vocab_map as vm
+from training.draft_folder import load_draft, save_draft
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_presets_table_and_overrides():
+    tiny = presets.from_name("tiny")
+    assert tiny.num_layers == 2 and tiny.draft_vocab_size is None
+    assert presets.from_name("draft-12m").draft_vocab_size == 32768
+    assert presets.from_name("tiny", draft_vocab_size=100, arch="llama").arch == "llama"
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        presets.from_name("huge")
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        presets.DraftConfig("bad", hidden_size=65, num_heads=4)
+
+
+@pytest.mark.parametrize("arch", presets.ARCHITECTURES)
+def test_reduced_output_layer_reads_target_ids(arch, tmp_path):
+    cfg = presets.from_name("tiny", arch=arch, draft_vocab_size=50)
+    model = presets.build_model(cfg, vocab_size=300, seed=0)
+    assert model.get_input_embeddings().weight.shape == (300, 64)
+    assert model.lm_head.weight.shape == (50, 64)
+    logits = model(input_ids=torch.tensor([[1, 299, 7]])).logits
+    assert logits.shape == (1, 3, 50)
+    # save / load round trip (not loadable by a plain from_pretrained: the head is cut)
+    tokenizer_dir = tmp_path / "tok"
+    tokenizer_dir.mkdir()
+    (tokenizer_dir / "tokenizer.json").write_text("{}")
+    vocab = vm.VocabMap(np.arange(0, 100, 2), 300)
+    save_draft(model, tmp_path / "draft", tokenizer_dir, vocab)
+    loaded, loaded_vocab = load_draft(tmp_path / "draft")
+    assert np.array_equal(loaded_vocab.draft_to_target, vocab.draft_to_target)
+    assert torch.equal(loaded(input_ids=torch.tensor([[1, 299, 7]])).logits, logits)
+    assert np.array_equal(np.load(tmp_path / "draft" / vm.MAP_NPY), vocab.draft_to_target)
+
+
+def test_vocab_selection_is_deterministic_and_keeps_specials():
+    counts = np.array([5, 9, 9, 0, 1, 7, 0, 0], dtype=np.int64)
+    vocab = vm.select(counts, 4, always_keep=[6])
+    assert vocab.draft_to_target.tolist() == [1, 2, 5, 6]  # two most frequent + next + the special
+    table = vocab.label_table()
+    assert table.tolist() == [-100, 0, 1, -100, -100, 2, 3, -100]
+    assert vocab.coverage(counts) == pytest.approx(25 / 31)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        vm.VocabMap(np.array([3, 1]), 8)
+
+
+def test_prune_keeps_layers_and_rows(tmp_path):
+    target = presets.build_model(presets.from_name("tiny", num_layers=4), vocab_size=120, seed=1)
+    ids = torch.tensor([[3, 8, 13, 21]])
+    # keeping every layer and every row changes nothing
+    full = presets.build_model(presets.from_name("tiny", num_layers=4), vocab_size=120, seed=1)
+    prune.keep_layers(full, [0, 1, 2, 3])
+    assert torch.equal(full(input_ids=ids).logits, target(input_ids=ids).logits)
+    # keep layers 0 and 3, cut the head to 30 rows: logits are the kept rows of a 2-layer model
+    pruned = presets.build_model(presets.from_name("tiny", num_layers=4), vocab_size=120, seed=1)
+    prune.keep_layers(pruned, [0, 3])
+    reference = pruned(input_ids=ids).logits
+    rows = np.arange(0, 120, 4)
+    presets.reduce_output_layer(pruned, len(rows), keep_ids=rows)
+    assert pruned.config.num_hidden_layers == 2 and [b.self_attn.layer_idx for b in pruned.model.layers] == [0, 1]
+    torch.testing.assert_close(pruned(input_ids=ids).logits, reference[..., rows])
+    with pytest.raises(ValueError, match="distinct indexes"):
+        prune.keep_layers(pruned, [0, 0])
+
+
+def test_schedules():
+    args = argparse.Namespace(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, steps=100, schedule="wsd", decay_frac=0.2)
+    assert trainer.lr_at(0, args) == pytest.approx(0.1)
+    assert trainer.lr_at(50, args) == 1.0
+    assert trainer.lr_at(79, args) == 1.0
+    assert trainer.lr_at(99, args) == pytest.approx(0.1 + 0.9 * (1 / 20))
+    args.schedule = "cosine"
+    assert trainer.lr_at(10, args) == pytest.approx(1.0)
+    assert trainer.lr_at(100, args) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("module", ["training.corpus", "training.pretrain", "training.prune", "training.generate",
+                                    "training.align", "training.evaluate"])
+def test_every_stage_has_help(module):
+    completed = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "--" in completed.stdout and "usage: python -m " + module in completed.stdout
