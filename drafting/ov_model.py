@@ -59,7 +59,7 @@ class StatefulCausalLM:
     """A compiled stateful causal LM. Thread-safe to share: each session owns its infer request."""
 
     def __init__(self, ir_dir: str | Path, precision: str | None = None, cache_dir: str | Path | None = None,
-                 name: str | None = None):
+                 name: str | None = None, ov_config: dict | None = None):
         self.ir_dir = Path(ir_dir)
         self.name = name or self.ir_dir.name
         xml = self.ir_dir / "openvino_model.xml"
@@ -78,6 +78,7 @@ class StatefulCausalLM:
             config["INFERENCE_PRECISION_HINT"] = precision
         if cache_dir:
             config["CACHE_DIR"] = str(cache_dir)
+        config.update(ov_config or {})
         self.compiled = core().compile_model(model, "CPU", config)
         self.max_context = self._max_context()
         log.info("compiled %s (vocab %d, context %d, precision %s)", self.name, self.vocab_size,

@@ -1,0 +1,186 @@
+"""`fastdraft bench`: our engine vs openvino-genai, plain and speculative, side by side in one process.
+
+    fastdraft bench --target qwen2.5-coder-1.5b-instruct --draft qwen2.5-coder-0.5b-instruct \
+        --prompts prompts/humaneval.jsonl --num-prompts 10 --max-tokens 128 --json bench.json
+
+All configurations run on the same IR folders and the same token ids, greedy, after a warm-up, and
+interleaved prompt by prompt (each prompt runs every configuration before the next prompt), so drift in
+machine load hits all of them alike. Reported: tokens/s (generated tokens / wall time, prefill
+included), the ratio to our plain decoding, acceptance, and how many outputs equal our plain greedy
+output token for token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastdraft.generate_cmd import add_model_arguments
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="benchmark plain vs speculative, ours vs openvino-genai",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--prompts", required=True, help="JSONL file with a 'prompt' field per line")
+    parser.add_argument("--num-prompts", type=int, default=10, help="first N prompts of the file")
+    parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per prompt")
+    parser.add_argument("--ks", default="3,5,7", help="draft lengths for our engine, comma-separated")
+    parser.add_argument("--genai-ks", default="3,5", help="draft lengths for openvino-genai, comma-separated")
+    parser.add_argument("--no-adaptive", action="store_true", help="skip our adaptive-k configuration")
+    parser.add_argument("--no-genai", action="store_true", help="skip openvino-genai configurations")
+    parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
+    parser.add_argument("--json", dest="json_out", help="write all measurements to this JSON file")
+    parser.set_defaults(func=run)
+
+
+@dataclass
+class Tally:
+    name: str
+    tokens: int = 0
+    seconds: float = 0.0
+    exact: int = 0
+    runs: int = 0
+    drafts: int = 0
+    accepted: int = 0
+    draft_tokens: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+    reached_per_position: list[int] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def mean_accepted_length(self) -> float | None:
+        return 1 + self.accepted / self.drafts if self.drafts else None
+
+    def add_stats(self, stats) -> None:
+        self.drafts += stats.drafts
+        self.accepted += stats.accepted_tokens
+        self.draft_tokens += stats.draft_tokens
+        for mine, theirs in ((self.accepted_per_position, stats.accepted_per_position),
+                             (self.reached_per_position, stats.reached_per_position)):
+            mine.extend([0] * (len(theirs) - len(mine)))
+            for i, count in enumerate(theirs):
+                mine[i] += count
+
+
+def _ours(engine, request_kwargs):
+    from drafting.request import GenerationRequest
+
+    def run_one(prompt_ids, max_tokens):
+        result = engine.generate_all(GenerationRequest(prompt_ids=prompt_ids, max_new_tokens=max_tokens,
+                                                       stop_token_ids=engine.eos_token_ids, **request_kwargs))
+        return result.token_ids, result.stats
+    return run_one
+
+
+def _genai(pipe, eos_ids, k: int | None):
+    import openvino as ov
+    import openvino_genai
+
+    def run_one(prompt_ids, max_tokens):
+        config = openvino_genai.GenerationConfig()
+        config.max_new_tokens = max_tokens
+        config.apply_chat_template = False
+        config.stop_token_ids = set(eos_ids)
+        if k is not None:
+            config.num_assistant_tokens = k
+        result = pipe.generate(ov.Tensor(np.asarray([prompt_ids], dtype=np.int64)), config)
+        tokens = list(result.tokens[0])
+        return tokens, None
+    return run_one
+
+
+def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, object]]:
+    configs = [("ours plain", _ours(engine, {"speculative": False}))]
+    if draft is not None or args.prompt_lookup:
+        for k in [int(x) for x in args.ks.split(",") if x]:
+            configs.append((f"ours k={k}", _ours(engine, {"num_draft_tokens": k, "adaptive": False})))
+        if not args.no_adaptive:
+            configs.append(("ours adaptive", _ours(engine, {"adaptive": True})))
+    if not args.no_genai:
+        import openvino_genai
+
+        configs.append(("genai plain", _genai(openvino_genai.LLMPipeline(str(target.ir_dir), "CPU"), eos_ids, None)))
+        if draft is not None:
+            pipe = openvino_genai.LLMPipeline(str(target.ir_dir), "CPU",
+                                              draft_model=openvino_genai.draft_model(str(draft.ir_dir), "CPU"))
+            for k in [int(x) for x in args.genai_ks.split(",") if x]:
+                configs.append((f"genai k={k}", _genai(pipe, eos_ids, k)))
+    return configs
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastdraft.generate_cmd import encode_prompt, load_from_args
+    from models.resolve import resolve_model
+
+    engine, tokenizer, target = load_from_args(args)
+    draft = resolve_model(args.draft, weight_format=args.weight_format) if args.draft else None
+    with open(args.prompts) as f:
+        prompts = [json.loads(line)["prompt"] for line in f if line.strip()][:args.num_prompts]
+    prompt_ids = [encode_prompt(tokenizer, p, args.chat) for p in prompts]
+    eos_ids = sorted(engine.eos_token_ids)
+    configs = build_configs(args, target, draft, engine, eos_ids)
+    print(f"# {len(configs)} configurations x {len(prompts)} prompts, {args.max_tokens} new tokens, greedy; "
+          f"target {target.name} ({target.weight_format}), draft {draft.name if draft else args.prompt_lookup and 'prompt-lookup'}",
+          file=sys.stderr)
+    for name, run_one in configs:  # warm-up: compile caches, first-inference allocations
+        run_one(prompt_ids[0], 16)
+    tallies = {name: Tally(name) for name, _ in configs}
+    records = []
+    for index, ids in enumerate(prompt_ids):
+        reference = None
+        for name, run_one in configs:
+            start = time.perf_counter()
+            tokens, stats = run_one(ids, args.max_tokens)
+            seconds = time.perf_counter() - start
+            tally = tallies[name]
+            if reference is None:
+                reference = tokens  # "ours plain" runs first: the greedy reference
+            tally.tokens += len(tokens)
+            tally.seconds += seconds
+            tally.runs += 1
+            tally.exact += tokens == reference
+            if stats is not None:
+                tally.add_stats(stats)
+            records.append({"prompt": index, "config": name, "tokens": len(tokens), "seconds": round(seconds, 4),
+                            "exact": tokens == reference, "stats": stats.to_dict() if stats else None})
+        print(f"prompt {index + 1}/{len(prompt_ids)}: " + ", ".join(
+            f"{t.name} {t.tokens_per_second:.2f}" for t in tallies.values()), file=sys.stderr)
+    print_table(tallies)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"target": target.name, "draft": draft.name if draft else None, "max_tokens": args.max_tokens,
+                       "prompts": len(prompts), "summary": [summary(t, tallies) for t in tallies.values()],
+                       "runs": records}, f, indent=1)
+    return 0
+
+
+def summary(tally: Tally, tallies: dict[str, Tally]) -> dict:
+    base = tallies["ours plain"].tokens_per_second
+    acceptance = [a / r if r else 0.0 for a, r in zip(tally.accepted_per_position, tally.reached_per_position)]
+    return {"config": tally.name, "tokens_per_second": round(tally.tokens_per_second, 3),
+            "ratio_to_ours_plain": round(tally.tokens_per_second / base, 3) if base else None,
+            "mean_accepted_length": round(tally.mean_accepted_length, 3) if tally.mean_accepted_length else None,
+            "alpha": round(sum(tally.accepted_per_position) / sum(tally.reached_per_position), 3)
+            if sum(tally.reached_per_position) else None,
+            "acceptance_per_position": [round(x, 3) for x in acceptance],
+            "exact_match": f"{tally.exact}/{tally.runs}", "tokens": tally.tokens, "seconds": round(tally.seconds, 2)}
+
+
+def print_table(tallies: dict[str, Tally]) -> None:
+    print("| configuration | tok/s | x ours plain | mean accepted length | alpha | same as plain greedy |")
+    print("|---|---|---|---|---|---|")
+    for tally in tallies.values():
+        row = summary(tally, tallies)
+        mal = row["mean_accepted_length"]
+        print(f"| {row['config']} | {row['tokens_per_second']:.2f} | {row['ratio_to_ours_plain']:.2f} | "
+              f"{mal if mal is not None else '-'} | {row['alpha'] if row['alpha'] is not None else '-'} | "
+              f"{row['exact_match']} |")
