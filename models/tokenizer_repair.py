@@ -9,7 +9,9 @@ What goes wrong without it:
   and is prepended to every input; five CodeLlama infill tokens are appended past the model's
   vocabulary (ids 49152..49156); the decoder is a llama chain (ByteFallback, Fuse, Replace, ByteLevel)
   that openvino-tokenizers rejects ("index '2' out of range").
-- Qwen2.5: EOS must be `<|im_end|>` (151645) so chat turns stop, and pad `<|endoftext|>` (151643).
+- Qwen2.5: EOS must be `<|im_end|>` (151645) so chat turns stop, and pad `<|endoftext|>` (151643);
+  only 3 of the 22 control tokens come out as added tokens, so "<|fim_prefix|>" or "<tool_call>" in
+  a prompt would be split into pieces: all 22 are registered again.
 The repair makes every such tokenizer a plain byte-level BPE: ByteLevel decoder and post-processor,
 no automatic BOS, no byte fallback, no tokens beyond the model's vocabulary, and a ChatML template.
 """
@@ -43,11 +45,25 @@ class TokenizerRepair:
     pad_token: str  # used to pad batches; never generated
     bos_token: str | None = None  # recorded in configs but never added automatically
     unk_token: str | None = None
+    # Control tokens the GGUF stores as plain vocabulary entries: registered as added tokens so
+    # text containing them maps to one id, as with the original tokenizer. (content, special)
+    added_tokens: tuple[tuple[str, bool], ...] = ()
 
 
 REPAIRS: dict[str, TokenizerRepair] = {
     "smollm2": TokenizerRepair(eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<|endoftext|>"),
-    "qwen2.5": TokenizerRepair(eos_token="<|im_end|>", pad_token="<|endoftext|>"),
+    "qwen2.5": TokenizerRepair(
+        eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        # Qwen2.5's 22 added tokens (ids 151643..151664); `special` as in the original tokenizer_config
+        added_tokens=tuple((token, True) for token in (
+            "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+            "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+            "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+        )) + tuple((token, False) for token in (
+            "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+            "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+        )),
+    ),
 }
 
 
@@ -69,7 +85,21 @@ def _token_id(tokenizer_json: dict, token: str, field: str) -> int:
     raise ConversionError(f"tokenizer repair: {field} {token!r} is not in the vocabulary")
 
 
-def _repair_tokenizer_json(path: Path, vocab_size: int) -> dict:
+def _added_token(token_id: int, content: str, special: bool) -> dict:
+    return {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+            "normalized": False, "special": special}
+
+
+def _register_added_tokens(data: dict, tokens: tuple[tuple[str, bool], ...]) -> None:
+    """Make each (content, special) an added token at its vocabulary id (kept sorted by id)."""
+    by_content = {t["content"]: t for t in data["added_tokens"]}
+    for content, special in tokens:
+        token_id = _token_id(data, content, "added token")
+        by_content[content] = _added_token(token_id, content, special)
+    data["added_tokens"] = sorted(by_content.values(), key=lambda t: t["id"])
+
+
+def _repair_tokenizer_json(path: Path, vocab_size: int, added_tokens: tuple[tuple[str, bool], ...] = ()) -> dict:
     data = _read_json(path)
     if not data:
         raise ConversionError(f"tokenizer repair: {path} is missing")
@@ -77,6 +107,7 @@ def _repair_tokenizer_json(path: Path, vocab_size: int) -> dict:
     if dropped:
         log.info("tokenizer repair: dropping %d token(s) past the model vocabulary (%d): %s", len(dropped), vocab_size, dropped)
     data["added_tokens"] = [t for t in data.get("added_tokens", []) if t["id"] < vocab_size]
+    _register_added_tokens(data, added_tokens)
     data["decoder"] = dict(BYTE_LEVEL_DECODER)
     data["post_processor"] = dict(BYTE_LEVEL_POST_PROCESSOR)
     if data.get("normalizer") == {"type": "Sequence", "normalizers": []}:
@@ -97,7 +128,7 @@ def repair_tokenizer(hf_dir: str | Path, preset: str) -> None:
     hf_dir = Path(hf_dir)
     config = _read_json(hf_dir / "config.json")
     vocab_size = int(config.get("vocab_size") or 0) or 1 << 62
-    tokenizer_json = _repair_tokenizer_json(hf_dir / "tokenizer.json", vocab_size)
+    tokenizer_json = _repair_tokenizer_json(hf_dir / "tokenizer.json", vocab_size, repair.added_tokens)
 
     ids = {
         "eos_token_id": _token_id(tokenizer_json, repair.eos_token, "eos_token"),
