@@ -16,6 +16,7 @@ TEXTS = [
     "  leading spaces, tabs\tand trailing newline\n\n",
     "Unicode: héllo wörld, 世界, emoji 🙂",
     "<|im_start|>user\nhi<|im_end|>",
+    "<|fim_prefix|>def f():<|fim_suffix|>\n<|fim_middle|>",
 ]
 CHAT = [{"role": "user", "content": "Write hello world in Python."}]
 
@@ -70,6 +71,28 @@ def test_smollm2_tokenizer(smollm2_int8):
 
 
 @pytest.mark.slow
+def test_repair_fixes_the_gguf_derived_smollm2_tokenizer(smollm2_int8, tmp_path):
+    """From the raw GGUF tokenizer (BOS=EOS=<|im_start|>, BOS prepended, 5 ids past the vocabulary,
+    llama decoder chain) to a tokenizer equal to the pulled one."""
+    from transformers import AutoTokenizer
+
+    from models.tokenizer_repair import check_tokenizer, repair_tokenizer
+
+    gguf = smollm2_int8.ir_dir.parent / "gguf" / "smollm2-135m-instruct.gguf"
+    raw = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    raw.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 49152, "max_position_embeddings": 8192}))
+    assert raw("hi")["input_ids"][0] == raw.bos_token_id == raw.eos_token_id == 1 and len(raw) > 49152
+    repair_tokenizer(tmp_path, "smollm2")
+    check_tokenizer(tmp_path, "smollm2")
+    repair_tokenizer(tmp_path, "smollm2")  # idempotent
+    repaired, pulled = AutoTokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(smollm2_int8.tokenizer_dir)
+    assert repaired.get_vocab() == pulled.get_vocab()
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["decoder"]["type"] == "ByteLevel"
+    assert json.loads((tmp_path / "generation_config.json").read_text())["eos_token_id"] == 2
+
+
+@pytest.mark.slow
 def test_smollm2_genai_pipeline_generates(smollm2_int8):
     import openvino_genai as og
 
@@ -84,6 +107,8 @@ def test_smollm2_genai_pipeline_generates(smollm2_int8):
 def test_qwen_tokenizer(name):
     model = _qwen(name)
     tokenizer = _check_tokenizer(model, "<|im_end|>", 151645, "<|endoftext|>", 151643, 151936)
+    fim = "<|fim_prefix|>def f():<|fim_suffix|>\n<|fim_middle|>"
+    assert tokenizer(fim)["input_ids"][0] == 151659 and 151661 in tokenizer(fim)["input_ids"]  # one id each
     _check_openvino_tokenizer(model, tokenizer)
 
 
