@@ -76,6 +76,10 @@ class StatefulCausalLM:
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
+        if precision == "f32":
+            # Full precision everywhere: a u8 KV cache or int8-quantized activations make a (k+1)-token
+            # verify and a one-token decode round differently, which flips argmax near-ties.
+            config.update({"KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"})
         if cache_dir:
             config["CACHE_DIR"] = str(cache_dir)
         config.update(ov_config or {})
