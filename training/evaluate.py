@@ -7,8 +7,8 @@ For each prompt (JSONL: {"id", "task", "prompt"} or {"id", "task", "messages"}, 
 prompts-eval.jsonl of training.generate), greedy, the engine decodes twice: plainly (the baseline) and
 speculatively with the draft. Per task (code, chat, summarization, ...) and overall it reports the
 per-position acceptance counts and rates, alpha, tau(k), mean accepted length (bonus token counted), the
-memory-bound speedup MBSU = tau / (1 + k * M_draft / M_target) with M = bytes of the IR weights read per
-step, the measured wall-clock speedup (plain time / speculative time), and whether the speculative
+memory-bound speedup MBSU = tau / (1 + k * M_draft / M_target) with M = bytes of IR weights read per step
+(the weights minus an untied input embedding, of which a step gathers a few rows), the measured wall-clock speedup (plain time / speculative time), and whether the speculative
 output equals the plain one token for token (it must, greedy). Definitions: drafting/stats.py and
 REFERENCE.md. Writes `<out>/evaluation.json` and `<out>/evaluation.png` (acceptance per position;
 predicted MBSU vs k from alpha, with the measured points).
@@ -26,8 +26,28 @@ from pathlib import Path
 log = logging.getLogger("training.evaluate")
 
 
+BYTES_PER_WEIGHT = {"int4": 1.0, "int8": 1.0, "fp16": 2.0, "fp32": 4.0}  # int4 IRs keep embeddings in int8
+
+
 def weight_bytes(ir_dir: str | Path) -> int:
     return (Path(ir_dir) / "openvino_model.bin").stat().st_size
+
+
+def bytes_read_per_step(ir_dir: str | Path) -> int:
+    """Weight bytes one decoding step reads: the IR's weights minus an UNTIED input embedding table, of which
+    a step gathers only a few rows (a tied one is read whole as the output layer). Estimated from config.json."""
+    from models.revision import detect_weight_format
+
+    ir_dir = Path(ir_dir)
+    total = weight_bytes(ir_dir)
+    config_path = ir_dir / "config.json"
+    if not config_path.exists():
+        return total
+    config = json.loads(config_path.read_text())
+    if config.get("tie_word_embeddings", True) or "hidden_size" not in config:
+        return total
+    per_weight = BYTES_PER_WEIGHT.get(detect_weight_format(ir_dir / "openvino_model.xml"), 1.0)
+    return max(1, int(total - config["vocab_size"] * config["hidden_size"] * per_weight))
 
 
 def tau_for(alpha: float, k: int) -> float:
@@ -70,7 +90,7 @@ def evaluate(target, draft, prompts: list[dict], k: int = 5, max_new_tokens: int
 
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(target.tokenizer_dir)
     engine = load_engine(target, draft, num_draft_tokens=k, precision=precision)
-    draft_bytes, target_bytes = weight_bytes(draft.ir_dir), weight_bytes(target.ir_dir)
+    draft_bytes, target_bytes = bytes_read_per_step(draft.ir_dir), bytes_read_per_step(target.ir_dir)
     per_task: dict[str, dict] = {}
     for record in prompts:
         ids = tokenizer(format_prompt(record, tokenizer), add_special_tokens=False)["input_ids"]
@@ -99,7 +119,8 @@ def evaluate(target, draft, prompts: list[dict], k: int = 5, max_new_tokens: int
 
     return {"target": target.name, "target_revision": target.revision, "draft": draft.name,
             "draft_revision": draft.revision, "num_draft_tokens": k, "max_new_tokens": max_new_tokens,
-            "draft_weight_bytes": draft_bytes, "target_weight_bytes": target_bytes,
+            "draft_weight_bytes": draft_bytes, "target_weight_bytes": target_bytes,  # read per step (see above)
+            "draft_file_bytes": weight_bytes(draft.ir_dir), "target_file_bytes": weight_bytes(target.ir_dir),
             "tasks": {name: figures(t) for name, t in sorted(per_task.items())}, "overall": figures(overall)}
 
 
