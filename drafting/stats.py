@@ -36,9 +36,11 @@ class GenerationStats:
     accepted_tokens: int = 0
     bonus_tokens: int = 0  # steps where every drafted token was accepted and the target added one more
     # accepted_per_position[i]: drafts whose token at position i was accepted;
-    # drafted_per_position[i]: drafts that proposed a token at position i.
+    # drafted_per_position[i]: drafts that proposed a token at position i;
+    # reached_per_position[i]: drafts whose token at position i was compared (all before it accepted).
     accepted_per_position: list[int] = field(default_factory=list)
     drafted_per_position: list[int] = field(default_factory=list)
+    reached_per_position: list[int] = field(default_factory=list)
     draft_time_s: float = 0.0
     target_time_s: float = 0.0
     prefill_time_s: float = 0.0
@@ -55,10 +57,12 @@ class GenerationStats:
         self.accepted_tokens += step.num_accepted
         if step.num_accepted == step.num_drafted:
             self.bonus_tokens += 1
-        _grow(self.drafted_per_position, step.num_drafted)
-        _grow(self.accepted_per_position, step.num_drafted)
+        for counts in (self.drafted_per_position, self.reached_per_position, self.accepted_per_position):
+            _grow(counts, step.num_drafted)
         for position in range(step.num_drafted):
             self.drafted_per_position[position] += 1
+        for position in range(min(step.num_accepted + 1, step.num_drafted)):
+            self.reached_per_position[position] += 1
         for position in range(step.num_accepted):
             self.accepted_per_position[position] += 1
 
@@ -68,7 +72,8 @@ class GenerationStats:
                      "prefill_time_s", "total_time_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for mine, theirs in ((self.accepted_per_position, other.accepted_per_position),
-                             (self.drafted_per_position, other.drafted_per_position)):
+                             (self.drafted_per_position, other.drafted_per_position),
+                             (self.reached_per_position, other.reached_per_position)):
             _grow(mine, len(theirs))
             for position, count in enumerate(theirs):
                 mine[position] += count
@@ -78,18 +83,6 @@ class GenerationStats:
         """P(token i accepted | tokens 0..i-1 accepted and token i drafted)."""
         reached = self.reached_per_position
         return [a / r if r else 0.0 for a, r in zip(self.accepted_per_position, reached)]
-
-    @property
-    def reached_per_position(self) -> list[int]:
-        """Drafts in which position i was both drafted and actually tested (all earlier ones accepted)."""
-        reached = []
-        for position, drafted in enumerate(self.drafted_per_position):
-            if position == 0:
-                reached.append(drafted)
-            else:
-                # position i is tested only when i-1 was accepted, and only in drafts that went that far
-                reached.append(min(drafted, self.accepted_per_position[position - 1]))
-        return reached
 
     @property
     def alpha(self) -> float:
@@ -126,6 +119,7 @@ class GenerationStats:
             "bonus_tokens": self.bonus_tokens,
             "accepted_per_position": list(self.accepted_per_position),
             "drafted_per_position": list(self.drafted_per_position),
+            "reached_per_position": list(self.reached_per_position),
             "acceptance_per_position": [round(x, 4) for x in self.acceptance_per_position],
             "alpha": round(self.alpha, 4),
             "mean_accepted_length": round(self.mean_accepted_length, 4),

@@ -1,0 +1,53 @@
+"""Prompt lookup search, adaptive draft length, and the statistics' definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drafting.adaptive import AdaptiveDraftLength
+from drafting.ngram import find_continuation
+from drafting.stats import GenerationStats, StepStats
+
+
+def test_prompt_lookup_uses_the_longest_most_recent_match():
+    context = np.array([1, 2, 3, 9, 9, 1, 2, 3, 7, 7, 2, 3])
+    # trailing 3-gram (7, 2, 3)? no match; 2-gram (2, 3) last seen at index 6 -> continuation 7, 7, 2
+    assert find_continuation(context, 3, max_ngram=3, min_ngram=1) == [7, 7, 2]
+
+
+def test_prompt_lookup_without_match_proposes_nothing():
+    assert find_continuation(np.array([1, 2, 3, 4]), 5, max_ngram=3, min_ngram=1) == []
+
+
+def test_adaptive_lengthens_when_the_draft_is_right_and_stops_when_it_is_wrong():
+    policy = AdaptiveDraftLength(initial_k=4, max_k=8)
+    for _ in range(20):
+        k = policy.next_k()
+        policy.observe(k, k, draft_time_s=0.01 * k, target_time_s=0.1)
+    assert policy.next_k() == 8
+    for _ in range(30):
+        k = max(policy.next_k(), 1)
+        policy.observe(k, 0, draft_time_s=0.03 * k, target_time_s=0.1)
+    assert policy.k == 0  # drafting switched off: no k beats a plain step
+    probes = [policy.next_k() for _ in range(policy.probe_every)]
+    assert probes.count(1) == 1  # but it keeps probing now and then
+
+
+def test_alpha_counts_only_positions_that_were_tested():
+    stats = GenerationStats()
+    stats.record(StepStats(num_drafted=4, num_accepted=1, num_emitted=2, draft_time_s=0, target_time_s=0))
+    stats.record(StepStats(num_drafted=4, num_accepted=4, num_emitted=5, draft_time_s=0, target_time_s=0))
+    # position 0: 2 tested, 2 accepted; 1: 2 tested, 1 accepted; 2 and 3: 1 tested, 1 accepted
+    assert stats.acceptance_per_position == [1.0, 0.5, 1.0, 1.0]
+    assert stats.alpha == 5 / 6
+    assert stats.draft_acceptance_ratio == 5 / 8  # what accepted/drafted counters report: not alpha
+    assert stats.mean_accepted_length == 1 + 5 / 2
+    assert stats.bonus_tokens == 1
+
+
+def test_alpha_is_exact_when_k_varies_between_steps():
+    stats = GenerationStats()
+    stats.record(StepStats(num_drafted=1, num_accepted=1, num_emitted=2, draft_time_s=0, target_time_s=0))
+    stats.record(StepStats(num_drafted=2, num_accepted=0, num_emitted=1, draft_time_s=0, target_time_s=0))
+    assert stats.reached_per_position == [2, 0]
+    assert stats.alpha == 0.5
