@@ -43,7 +43,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
-        loading = None if preloaded else asyncio.create_task(_load(runtime))
+        loading = None if preloaded else asyncio.create_task(_load(app, runtime))
         try:
             loop.add_signal_handler(signal.SIGHUP, on_sighup, runtime)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP on this OS
@@ -115,7 +115,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     return app
 
 
-async def _load(runtime: Runtime) -> None:
+async def _load(app: FastAPI, runtime: Runtime) -> None:
     try:
         await asyncio.to_thread(runtime.load)
     except asyncio.CancelledError:
@@ -123,7 +123,11 @@ async def _load(runtime: Runtime) -> None:
     except Exception as error:
         runtime.state, runtime.error = "failed", f"{type(error).__name__}: {error}"
         log.critical("loading the models failed: %s; shutting down", runtime.error, exc_info=error)
-        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down; server/cli.py exits non-zero on state "failed"
+        shutdown = getattr(app.state, "request_shutdown", None)  # set by server/cli.py; exits non-zero on "failed"
+        if shutdown is not None:
+            shutdown()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def check_auth(runtime: Runtime, request: Request) -> None:

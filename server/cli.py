@@ -62,9 +62,14 @@ def serve(args: argparse.Namespace) -> int:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("settings: %s", settings.model_dump(exclude={"api_key"}) | {"api_key": "***" if settings.api_key else None})
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=10)
-    return 1 if app.state.runtime.state == "failed" else 0
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                           log_level=settings.log_level.lower(), timeout_graceful_shutdown=10))
+    app.state.request_shutdown = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if app.state.runtime.state == "failed":
+        log.error("exiting: %s", app.state.runtime.error)
+        return 1
+    return 0
 
 
 def _base_type(annotation: typing.Any) -> type:

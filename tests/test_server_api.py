@@ -343,7 +343,7 @@ def test_queue_full_is_429_and_fifo_slots_free_up(plain):
 
 # --- hot reload -------------------------------------------------------------------------------------
 
-def test_hot_reload_under_traffic_loses_no_request(spec, ir_dirs):
+def test_hot_reload_under_traffic_loses_no_request(spec, ir_dirs, tmp_path):
     headers = {"Authorization": f"Bearer {KEY}"}
     old = httpx.get(spec.url + "/health").json()["draft"]
 
@@ -380,8 +380,30 @@ def test_hot_reload_under_traffic_loses_no_request(spec, ir_dirs):
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "draft_reload_failed"
     assert "still serving" in refused.json()["error"]["message"]
     assert httpx.get(spec.url + "/health").json()["draft"] == new
+    # a draft whose vocabulary differs from the target's fails the vocabulary check: refused, naming the token
+    refused = httpx.post(spec.url + "/admin/reload", headers=headers, json={"draft": str(_mismatched_draft(ir_dirs["int8"], tmp_path))})
+    assert refused.status_code == 400 and "VocabMismatchError" in refused.json()["error"]["message"]
+    assert httpx.get(spec.url + "/health").json()["draft"] == new
     result = spec.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
     assert result.usage.model_extra["speculative"]["drafts"] > 0
+
+
+def _mismatched_draft(ir_dir: Path, tmp_path: Path) -> Path:
+    """The same IR with token ids 100 and 101 swapped in tokenizer.json: a draft from another vocabulary."""
+    import json
+
+    out = tmp_path / "mismatched-draft"
+    out.mkdir()
+    for item in ir_dir.iterdir():
+        if item.is_file() and not item.name.startswith("."):
+            (out / item.name).symlink_to(item)
+    tokenizer = json.loads((ir_dir / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    first, second = (next(token for token, token_id in vocab.items() if token_id == i) for i in (100, 101))
+    vocab[first], vocab[second] = 101, 100  # swapped ids: same strings, other numbering
+    (out / "tokenizer.json").unlink()
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer))
+    return out
 
 
 def test_sighup_reloads_the_draft(spec):

@@ -173,3 +173,16 @@ def test_every_setting_is_a_flag_and_an_env_var(monkeypatch):
     assert set(Settings.model_fields) <= flags
     with pytest.raises(ValueError):
         Settings(prompt_lookup=True, no_draft=True)
+
+
+def test_dashboard_queries_use_metrics_the_server_exports():
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "dashboards" / "grafana-fastdraft.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    suffix = r"_(total|bucket|sum|count|info)$"
+    used = {re.sub(suffix, "", name) for expr in exprs for name in re.findall(r"fastdraft:[a-z0-9_]+", expr)}
+    exported = {re.sub(suffix, "", family.name) for family in Metrics().registry.collect()}
+    assert used and used <= exported, used - exported
