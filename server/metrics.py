@@ -9,6 +9,8 @@ Definitions (REFERENCE.md):
 - accepted_tokens_per_pos{position=i} counts drafts whose token i was accepted (drafting stops at the first
   rejection, so position i is only tested when 0..i-1 were accepted);
 - draft_tokens_per_pos{position=i} counts drafts that proposed a token at position i;
+- reached_tokens_per_pos{position=i} counts drafts whose token i was compared (0..i-1 accepted), so
+  accepted_per_pos / reached_per_pos is the acceptance at position i and sum(accepted) / sum(reached) is alpha;
 - emitted tokens = tokens those verifying calls added to the output (accepted + the target's own token).
 """
 
@@ -43,6 +45,10 @@ class Metrics:
                                         "Drafts whose token at this 0-based position was accepted", ["position"], registry=r)
         self.drafted_per_pos = Counter(P + "spec_decode_num_draft_tokens_per_pos",
                                        "Drafts that proposed a token at this 0-based position", ["position"], registry=r)
+        self.reached_per_pos = Counter(P + "spec_decode_num_reached_tokens_per_pos",
+                                       "Drafts whose token at this 0-based position was compared with the target "
+                                       "(all earlier ones accepted); accepted_per_pos / reached_per_pos = acceptance "
+                                       "at this position, sum(accepted) / sum(reached) = alpha", ["position"], registry=r)
         self.target_calls = Counter(P + "target_calls", "Target forward calls after prefill (verify or plain decode)", ["mode"], registry=r)
         self.current_k = Gauge(P + "spec_decode_current_k", "Draft length k of the most recent verifying step (0: plain decoding)", registry=r)
         self.draft_step = Histogram(P + "spec_decode_draft_step_seconds", "Time to propose one draft (all k tokens)", buckets=_STEP, registry=r)
@@ -51,6 +57,7 @@ class Metrics:
         for position in range(MAX_DRAFT_TOKENS):  # pre-create so rate() works from the first scrape
             self.accepted_per_pos.labels(str(position))
             self.drafted_per_pos.labels(str(position))
+            self.reached_per_pos.labels(str(position))
         for mode in ("speculative", "plain"):
             self.target_calls.labels(mode)
             self.target_verify.labels(mode)
@@ -91,6 +98,8 @@ class Metrics:
         self.draft_step.observe(step.draft_time_s)
         for position in range(step.num_drafted):
             self.drafted_per_pos.labels(str(position)).inc()
+        for position in range(min(step.num_accepted + 1, step.num_drafted)):
+            self.reached_per_pos.labels(str(position)).inc()
         for position in range(step.num_accepted):
             self.accepted_per_pos.labels(str(position)).inc()
 

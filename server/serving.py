@@ -69,6 +69,7 @@ class JobOutcome:
             "enabled": self.speculative, "proposer": proposer if self.speculative else None,
             "drafts": s.drafts, "draft_tokens": s.draft_tokens, "accepted_tokens": s.accepted_tokens,
             "accepted_per_position": list(s.accepted_per_position),
+            "reached_per_position": list(s.reached_per_position),
             "acceptance_per_position": [round(x, 4) for x in s.acceptance_per_position],
             "acceptance_rate": round(s.alpha, 4), "mean_accepted_length": round(s.mean_accepted_length, 4),
             "draft_time_s": round(s.draft_time_s, 4), "target_time_s": round(s.target_time_s, 4),

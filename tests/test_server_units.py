@@ -150,6 +150,8 @@ def test_metrics_record_steps_with_vllm_compatible_names():
     assert samples[("fastdraft:spec_decode_num_accepted_tokens_per_pos_total", (("position", "1"),))] == 1
     assert samples[("fastdraft:spec_decode_num_accepted_tokens_per_pos_total", (("position", "2"),))] == 0
     assert samples[("fastdraft:spec_decode_num_draft_tokens_per_pos_total", (("position", "3"),))] == 1
+    reached = [samples[("fastdraft:spec_decode_num_reached_tokens_per_pos_total", (("position", str(i)),))] for i in range(4)]
+    assert reached == [1, 1, 1, 0]  # positions 0 and 1 accepted, 2 compared and rejected, 3 never compared
     assert samples[("fastdraft:target_calls_total", (("mode", "plain"),))] == 1
     assert samples[("fastdraft:spec_decode_current_k", ())] == 0
     info = [labels for (name, labels), value in samples.items() if name == "fastdraft:model_info"]
@@ -186,3 +188,19 @@ def test_dashboard_queries_use_metrics_the_server_exports():
     used = {re.sub(suffix, "", name) for expr in exprs for name in re.findall(r"fastdraft:[a-z0-9_]+", expr)}
     exported = {re.sub(suffix, "", family.name) for family in Metrics().registry.collect()}
     assert used and used <= exported, used - exported
+
+
+def test_while_loading_health_is_503_and_requests_get_503():
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    client = TestClient(create_app(Settings(api_key="k")))  # no lifespan: the models never load
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    assert client.get("/live").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    response = client.post("/v1/completions", json={"model": "m", "prompt": "p"}, headers={"Authorization": "Bearer k"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+    assert client.post("/v1/completions", json={}).status_code == 401
+    assert "fastdraft:requests_total" in client.get("/metrics").text
