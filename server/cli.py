@@ -31,12 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{field.description} [env {env}; default {default}]"
         kind = _base_type(field.annotation)
         if kind is bool and name.startswith("no_"):
-            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_text)
+            parser.add_argument(flag, dest=name, action="store_const", const=True, default=argparse.SUPPRESS, help=help_text)
         elif kind is bool:
-            # None when absent, so the environment variable still applies
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text,
+            # SUPPRESS: an absent flag sets nothing, so the env var applies (and the dispatcher's --log-level survives)
+            parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text,
                                 metavar=name.split("_")[-1].upper())
 
 
