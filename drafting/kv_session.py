@@ -61,7 +61,7 @@ class KVSession:
             "beam_idx": self._beam_idx,
             NUM_LOGITS_INPUT: np.array([num_logits], dtype=np.int64),
         }
-        self.request.infer(inputs, share_inputs=True)
+        self.request.infer(inputs, share_inputs=True, share_outputs=True)
         self.tokens.extend(token_ids)
         return self.request.get_tensor("logits").data[0]
 
