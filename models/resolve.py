@@ -148,7 +148,8 @@ def _resolve_path(path: Path, weight_format: str, pull: bool) -> ResolvedModel:
             if not pull:
                 raise _not_prepared(name, weight_format)
             with _model_lock(name):
-                _from_hf_dir(name, path, weight_format)
+                if not is_ir_dir(ir_dir):
+                    _from_hf_dir(name, path, weight_format)
         return _resolved(name, ir_dir)
     if path.is_file() and path.suffix == ".gguf":
         check_gguf(path)

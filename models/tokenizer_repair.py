@@ -48,12 +48,15 @@ class TokenizerRepair:
     # Control tokens the GGUF stores as plain vocabulary entries: registered as added tokens so
     # text containing them maps to one id, as with the original tokenizer. (content, special)
     added_tokens: tuple[tuple[str, bool], ...] = ()
+    # More tokens generation stops at (generation_config.json eos_token_id becomes [eos, *these])
+    extra_stop_tokens: tuple[str, ...] = ()
 
 
 REPAIRS: dict[str, TokenizerRepair] = {
     "smollm2": TokenizerRepair(eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<|endoftext|>"),
     "qwen2.5": TokenizerRepair(
         eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        extra_stop_tokens=("<|endoftext|>",),  # as the original generation_config: [151645, 151643]
         # Qwen2.5's 22 added tokens (ids 151643..151664); `special` as in the original tokenizer_config
         added_tokens=tuple((token, True) for token in (
             "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -160,11 +163,15 @@ def repair_tokenizer(hf_dir: str | Path, preset: str) -> None:
     for name in ("special_tokens_map.json", "added_tokens.json"):  # stale copies would override the config
         (hf_dir / name).unlink(missing_ok=True)
 
-    for name in ("config.json", "generation_config.json"):
-        data = _read_json(hf_dir / name)
-        if data or name == "generation_config.json":
-            data.update({key: value for key, value in ids.items() if value is not None})
-            _write_json(hf_dir / name, data)
+    if config:
+        config.update({key: value for key, value in ids.items() if value is not None})
+        _write_json(hf_dir / "config.json", config)
+    generation = _read_json(hf_dir / "generation_config.json")
+    generation.update({key: value for key, value in ids.items() if value is not None})
+    if repair.extra_stop_tokens:
+        extra = [_token_id(tokenizer_json, token, "extra_stop_tokens") for token in repair.extra_stop_tokens]
+        generation["eos_token_id"] = [ids["eos_token_id"], *extra]
+    _write_json(hf_dir / "generation_config.json", generation)
     log.info("tokenizer repair %r applied to %s: %s", preset, hf_dir, ids)
 
 
