@@ -152,9 +152,10 @@ def _resolve_path(path: Path, weight_format: str, pull: bool) -> ResolvedModel:
                     _from_hf_dir(name, path, weight_format)
         return _resolved(name, ir_dir)
     if path.is_file() and path.suffix == ".gguf":
-        check_gguf(path)
         sha = _gguf_sha256_cached(path)
         entry = next((e for e in CATALOG.values() if e.gguf_sha256 == sha), None)
+        if entry is None:  # a catalog digest already vouches for the file
+            check_gguf(path)
         name, repair = (entry.name, entry.tokenizer_repair) if entry else (f"gguf-{path.stem}-{sha[:12]}", None)
         ir_dir = ir_dir_for(name, weight_format)
         if not is_ir_dir(ir_dir):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models import resolve as resolve_module
-from models.errors import InvalidModelSpecError, ModelNotPreparedError, UnknownModelError
+from models.errors import CorruptGGUFError, InvalidModelSpecError, ModelNotPreparedError, UnknownModelError
 from models.resolve import hf_dir_for, resolve_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
@@ -104,6 +104,9 @@ def test_bad_specs(home, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidModelSpecError, match="neither"):
         resolve_model(str(tmp_path / "empty"))
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
+    with pytest.raises(CorruptGGUFError, match="broken.gguf"):
+        resolve_model(str(tmp_path / "broken.gguf"))
     with pytest.raises(ValueError, match="weight_format must be one of"):
         resolve_model("smollm2-135m-instruct", weight_format="int3")
 
