@@ -9,6 +9,8 @@ Configurations (--configs):
 - plain:        every request sends speculative.enabled=false (plain decoding), on the policy server;
 - spec:         speculation as the server decides (the default load policy, --spec-max-running);
 - spec-always:  a second server started with the policy off (--spec-max-running 1000): drafting at every level.
+Levels run in turn, and within a level every configuration runs back to back (both servers stay up), so drift in
+machine load hits all alike; `drafted` is the share of target calls that verified a draft (the policy at work).
 Each level runs `--requests-per-level` streamed requests (at least one per client) with `concurrency` clients
 pulling from one queue, and stops issuing new ones after `--time-limit-s`. Throughput = generated tokens / wall
 time of the level; latency = request to last byte at the client; TTFT = request to first text chunk.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import statistics
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -150,36 +154,53 @@ def main() -> int:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     results = []
 
-    def measure(url: str, model: str, config: str) -> None:
-        asyncio.run(run_level(url, headers, model, prompts[:1], 1, argparse.Namespace(**{**vars(args), "requests_per_level": 1}), True))  # warm-up
-        for concurrency in levels:
-            row = asyncio.run(run_level(url, headers, model, prompts, concurrency, args, config != "plain"))
-            row["config"] = config
-            results.append(row)
-            log.info("%s", row)
+    def drafted_share(url: str) -> tuple[float, float]:
+        """(speculative, plain) target calls so far, from the server's /metrics."""
+        calls = {"speculative": 0.0, "plain": 0.0}
+        for family in text_string_to_metric_families(httpx.get(url + "/metrics", headers=headers).text):
+            for sample in family.samples:
+                if sample.name == "fastdraft:target_calls_total":
+                    calls[sample.labels["mode"]] += sample.value
+        return calls["speculative"], calls["plain"]
 
-    with tempfile.TemporaryDirectory() as tmp:
+    def measure(servers: dict[str, tuple[str, str]]) -> None:
+        """Levels outer, configurations inner: drift in machine load hits every configuration alike."""
+        for url, model in set(servers.values()):
+            warm = argparse.Namespace(**{**vars(args), "requests_per_level": 1})
+            asyncio.run(run_level(url, headers, model, prompts[:1], 1, warm, True))
+        for concurrency in levels:
+            for config, (url, model) in servers.items():
+                spec_before, plain_before = drafted_share(url)
+                row = asyncio.run(run_level(url, headers, model, prompts, concurrency, args, config != "plain"))
+                spec_after, plain_after = drafted_share(url)
+                steps = (spec_after - spec_before) + (plain_after - plain_before)
+                row["config"] = config
+                row["drafted_steps_share"] = round((spec_after - spec_before) / steps, 3) if steps else 0.0
+                results.append(row)
+                log.info("%s", row)
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        servers: dict[str, tuple[str, str]] = {}
         if args.url:
             model = args.model or httpx.get(args.url + "/v1/models", headers=headers).json()["data"][0]["id"]
-            for config in configs:
-                if config == "spec-always":
-                    log.warning("spec-always needs a server this script starts; skipped with --url")
-                    continue
-                measure(args.url, model, config)
-        else:
-            policy_configs = [c for c in configs if c in ("plain", "spec")]
-            if policy_configs:
-                with ServerProcess(server_args(args, args.spec_max_running), Path(tmp) / "policy.log") as server:
-                    for config in policy_configs:
-                        measure(server.url, "m", config)
             if "spec-always" in configs:
-                with ServerProcess(server_args(args, 1000), Path(tmp) / "always.log") as server:
-                    measure(server.url, "m", "spec-always")
+                log.warning("spec-always needs a server this script starts; skipped with --url")
+            servers = {c: (args.url, model) for c in configs if c != "spec-always"}
+        else:
+            if {"plain", "spec"} & set(configs):
+                policy = stack.enter_context(ServerProcess(server_args(args, args.spec_max_running), Path(tmp) / "policy.log"))
+                servers.update({c: (policy.url, "m") for c in configs if c in ("plain", "spec")})
+            if "spec-always" in configs:
+                always = stack.enter_context(ServerProcess(server_args(args, 1000), Path(tmp) / "always.log"))
+                servers["spec-always"] = (always.url, "m")
+        servers = {c: servers[c] for c in configs if c in servers}
+        measure(servers)
 
-    print(f"\n{'config':<12}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'p50 s':>8}{'p99 s':>8}{'TTFT p50':>10}")
+    print(f"\n{'config':<12}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'p50 s':>8}{'p99 s':>8}{'TTFT p50':>10}{'drafted':>9}")
     for row in sorted(results, key=lambda r: (r["concurrency"], configs.index(r["config"]))):
         print(f"{row['config']:<12}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
-              f"{row['throughput_tok_s']:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p99_s']:>8.2f}{row['ttft_p50_s']:>10.2f}")
+              f"{row['throughput_tok_s']:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p99_s']:>8.2f}{row['ttft_p50_s']:>10.2f}"
+              f"{row['drafted_steps_share']:>9.0%}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
     return 0
