@@ -43,7 +43,8 @@ def _ov_config(weight_format: str):
 
 def _compress_weights(ir_dir: Path, weight_format: str) -> None:
     """Weight-only compression of openvino_model.xml in place: int8 asymmetric per channel, or int4
-    asymmetric in groups of 128 (NNCF keeps embeddings and the output layer in int8)."""
+    asymmetric in groups of 128, smaller where 128 does not divide the channels (NNCF keeps embeddings
+    and the output layer in int8)."""
     import nncf
     import openvino as ov
 
@@ -52,7 +53,12 @@ def _compress_weights(ir_dir: Path, weight_format: str) -> None:
     if weight_format == "int8":
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     else:
-        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=128, ratio=1.0)
+        from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+        # channel counts that 128 does not divide (smollm2: 576) get the largest power-of-two group that does
+        advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
+        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=128, ratio=1.0,
+                                      advanced_parameters=advanced)
     compressed = ir_dir / "openvino_model.compressed.xml"
     ov.save_model(model, compressed, compress_to_fp16=False)
     del model
