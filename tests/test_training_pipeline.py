@@ -100,6 +100,10 @@ def test_end_to_end_pipeline(world, tmp_path):
     assert result["overall"]["prompts"] == len(prompts) and len(result["overall"]["acceptance_per_position"]) == 3
     evaluate.plot(result, tmp_path / "eval.png")
     assert (tmp_path / "eval.png").stat().st_size > 1000
+    # KD data can also come from our speculative engine with the new draft
+    assert generate.main(["--target", str(world / "target-ir"), "--prompts", "humaneval", "--out", str(tmp_path / "kd2"),
+                          "--limit", "2", "--max-new-tokens", "8", "--backend", "engine", "--draft", str(publish)]) == 0
+    assert [r["backend"] for r in generate.read_jsonl(tmp_path / "kd2" / "generations.jsonl")] == ["fastdraft-engine"] * 2
 
 
 def test_resume_continues_exactly(world, tmp_path):
