@@ -119,11 +119,18 @@ def evaluate(target, draft, prompts: list[dict], k: int = 5, max_new_tokens: int
     def figures(t):
         return summarize(t["stats"], k, t["plain_s"], t["spec_s"], draft_bytes, target_bytes, t["identical"], t["prompts"])
 
-    return {"target": target.name, "target_revision": target.revision, "draft": draft.name,
+    return {"target": display_name(target), "target_revision": target.revision, "draft": display_name(draft),
+            "target_dir": str(target.ir_dir), "draft_dir": str(draft.ir_dir),
             "draft_revision": draft.revision, "num_draft_tokens": k, "max_new_tokens": max_new_tokens,
             "draft_weight_bytes": draft_bytes, "target_weight_bytes": target_bytes,  # read per step (see above)
             "draft_file_bytes": weight_bytes(draft.ir_dir), "target_file_bytes": weight_bytes(target.ir_dir),
             "tasks": {name: figures(t) for name, t in sorted(per_task.items())}, "overall": figures(overall)}
+
+
+def display_name(model) -> str:
+    """The model's name, or its run folder's name for a bare `.../<run>/ir` folder."""
+    path = Path(model.ir_dir)
+    return path.parent.name if model.name == path.name and path.name in ("ir", "hf") else model.name
 
 
 def plot(result: dict, path: Path) -> None:
@@ -141,6 +148,7 @@ def plot(result: dict, path: Path) -> None:
         right.plot(ks, [tau_for(figs["alpha"], k) / (1 + k * ratio) for k in ks], label=f"{name} MBSU")
         if figs["wall_clock_speedup"]:
             right.scatter([result["num_draft_tokens"]], [figs["wall_clock_speedup"]], marker="x")
+    left.set_xticks(range(1, result["num_draft_tokens"] + 1))
     left.set(xlabel="draft position", ylabel="acceptance rate", ylim=(0, 1.05),
              title=f"{result['draft']} -> {result['target']}")
     right.axhline(1.0, color="gray", linewidth=0.5)
