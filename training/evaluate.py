@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     target, draft = resolve(args.target, args.target_format), resolve(args.draft, args.draft_format)
     log.info("config: %s", json.dumps({k: str(v) for k, v in vars(args).items()}))
     result = evaluate(target, draft, prompts, args.num_draft_tokens, args.max_new_tokens, args.precision)
+    result["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out / "evaluation.png")
