@@ -53,9 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the target's HF folder: its config gives the full vocab size; needed for --embed-init svd")
     parser.add_argument("--embed-init", choices=("random", "svd"), default="random",
                         help="svd: initialize embeddings from a rank-h projection of the target's")
-    parser.add_argument("--freeze-input-embedding", action="store_true",
-                        help="do not train the input embedding (a pruned sibling's is already right; saves AdamW "
-                             "state and time on a 151k x h matrix)")
     trainer.add_train_args(parser, steps=1000, lr=1e-3, batch_size=8, seq_len=512)
     return parser
 
@@ -124,10 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     corpus = Corpus(args.corpus)
     mix = corpus.stage_mix(args.stage)
     model, vocab, origin = build_draft(args, corpus)
-    if args.freeze_input_embedding:
-        if model.get_input_embeddings().weight is model.get_output_embeddings().weight:
-            raise SystemExit("--freeze-input-embedding: this draft ties its input and output embeddings")
-        model.get_input_embeddings().weight.requires_grad_(False)
     config = {"command": "training.pretrain", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "mix": mix, "origin": origin, "params": presets.count_params(model),
               "draft_vocab_size": vocab.draft_vocab_size if vocab else None,

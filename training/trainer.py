@@ -54,6 +54,9 @@ def add_train_args(parser, steps: int, lr: float, batch_size: int, seq_len: int)
     parser.add_argument("--decay-frac", type=float, default=0.2, help="wsd: fraction of the run spent decaying")
     parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (2-D weights only)")
     parser.add_argument("--grad-clip", type=float, default=1.0, help="clip the global grad norm (0 disables)")
+    parser.add_argument("--freeze-input-embedding", action="store_true",
+                        help="do not train the input embedding (a pruned sibling's is already right; saves AdamW "
+                             "state and time on a 151k x h matrix; not for tied embeddings)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for forward/backward (weights stay fp32)")
     parser.add_argument("--seed", type=int, default=0, help="seed for init and data order")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads per rank (default: torch's)")
@@ -175,6 +178,10 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
     if args.batch_size % (world * args.grad_accum):
         raise SystemExit(f"--batch-size ({args.batch_size}) must be a multiple of ranks x --grad-accum "
                          f"({world} x {args.grad_accum})")
+    if args.freeze_input_embedding:
+        if model.get_input_embeddings().weight is model.get_output_embeddings().weight:
+            raise SystemExit("--freeze-input-embedding: this draft ties its input and output embeddings")
+        model.get_input_embeddings().weight.requires_grad_(False)
     optimizer = make_optimizer(model, args)
     start_step, tokens_seen = 0, 0
     checkpoint = latest_checkpoint(out)
