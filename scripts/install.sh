@@ -7,3 +7,7 @@ python3 -m venv .venv
 . .venv/bin/activate
 extra=${1:-}
 python -m pip install --quiet --disable-pip-version-check -e ".${extra:+[$extra]}"
+# optimum-intel pulls torchvision, and PyPI's torchvision wheel does not load beside the CPU torch 2.13.0
+# wheel ("operator torchvision::nms does not exist"), which breaks every transformers model import.
+# Nothing here uses torchvision: remove it.
+python -m pip uninstall --quiet --yes torchvision
