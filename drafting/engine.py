@@ -21,6 +21,7 @@ import numpy as np
 from drafting.adaptive import AdaptiveDraftLength, FixedDraftLength
 from drafting.errors import ContextLengthError
 from drafting.kv_session import KVSession
+from drafting.logprobs import TokenLogprob, token_logprobs
 from drafting.ov_model import StatefulCausalLM
 from drafting.proposer import Proposer, ProposerSession
 from drafting.rejection import verify
@@ -154,14 +155,19 @@ class Generation:
 
     # --- the ladder: prefill, pick, speculative_step, run -------------------------------------------
 
-    def _prefill(self, target: KVSession, rng: np.random.Generator | None) -> int:
+    def _prefill(self, target: KVSession, rng: np.random.Generator | None) -> tuple[int, list[TokenLogprob] | None]:
         prompt = self.request.prompt_ids
         start = time.perf_counter()
         kept = target.sync(prompt)
         logits = target.forward(prompt[kept:], 1)
         token = self._pick(logits[0], rng)
         self.stats.prefill_time_s = time.perf_counter() - start
-        return token
+        return token, self._logprobs(logits, [token])
+
+    def _logprobs(self, logits: np.ndarray, tokens: list[int]) -> list[TokenLogprob] | None:
+        if self.request.logprobs is None:
+            return None
+        return token_logprobs(logits, tokens, self.request.logprobs)
 
     def _pick(self, logits: np.ndarray, rng: np.random.Generator | None) -> int:
         params = self.request.sampling
@@ -170,7 +176,7 @@ class Generation:
         return sample(probabilities(logits, params), rng)
 
     def _speculative_step(self, target: KVSession, session: ProposerSession | None, context: list[int], k: int,
-                          rng: np.random.Generator | None) -> tuple[list[int], StepStats]:
+                          rng: np.random.Generator | None) -> tuple[list[int], StepStats, list[TokenLogprob] | None]:
         params: SamplingParams = self.request.sampling
         draft_ids, draft_probs, draft_time = [], None, 0.0
         if session is not None and k > 0:
@@ -180,10 +186,11 @@ class Generation:
         start = time.perf_counter()
         logits = target.forward([context[-1]] + draft_ids, len(draft_ids) + 1)  # [k + 1, vocab]
         accepted, next_token = verify(draft_ids, draft_probs, logits, params, rng)
+        new_tokens = draft_ids[:accepted] + [next_token]
+        logprobs = self._logprobs(logits, new_tokens)  # before truncate: logits is a view of the output
         target.truncate(len(context) + accepted)
         target_time = time.perf_counter() - start
-        new_tokens = draft_ids[:accepted] + [next_token]
-        return new_tokens, StepStats(len(draft_ids), accepted, len(new_tokens), draft_time, target_time)
+        return new_tokens, StepStats(len(draft_ids), accepted, len(new_tokens), draft_time, target_time), logprobs
 
     def _run(self) -> Iterator[TokenGroup]:
         request, stats, slot = self.request, self.stats, self._slot
@@ -194,10 +201,9 @@ class Generation:
         adaptive = self.engine.config.adaptive if request.adaptive is None else request.adaptive
         policy = AdaptiveDraftLength(initial_k=k_default) if adaptive else FixedDraftLength(k_default)
 
-        first = self._prefill(slot.target, rng)
+        first, logprobs = self._prefill(slot.target, rng)
         context = list(request.prompt_ids)
-        group = self._emit([first], None, context, started)
-        yield group
+        yield self._emit([first], None, context, started, logprobs=logprobs)
         while self.finish_reason is None:
             if self.cancel.is_set():
                 self.finish_reason = "cancelled"
@@ -207,14 +213,14 @@ class Generation:
             k = 0
             if session is not None and self.engine._speculation_allowed():
                 k = max(0, min(policy.next_k(), remaining - 1))
-            new_tokens, step = self._speculative_step(slot.target, session, context, k, rng)
+            new_tokens, step, logprobs = self._speculative_step(slot.target, session, context, k, rng)
             if session is not None:
                 policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s)
                 session.observe(step.num_drafted, step.num_accepted)
-            yield self._emit(new_tokens, step, context, started, k)
+            yield self._emit(new_tokens, step, context, started, k, logprobs)
 
     def _emit(self, new_tokens: list[int], step: StepStats | None, context: list[int], started: float,
-              k: int = 0) -> TokenGroup:
+              k: int = 0, logprobs: list[TokenLogprob] | None = None) -> TokenGroup:
         """Apply EOS and length limits to a verified group, record it, and wrap it for the caller."""
         request = self.request
         for i, token in enumerate(new_tokens):
@@ -233,4 +239,5 @@ class Generation:
         context.extend(new_tokens)
         self.stats.generated_tokens = len(self.token_ids)
         self.stats.total_time_s = time.perf_counter() - started
-        return TokenGroup(new_tokens, self.finish_reason, step, k)
+        return TokenGroup(new_tokens, self.finish_reason, step, k,
+                          logprobs[:len(new_tokens)] if logprobs is not None else None)

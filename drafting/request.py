@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from drafting.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from drafting.sampling import SamplingParams
 from drafting.stats import GenerationStats, StepStats
 
@@ -19,6 +20,7 @@ class GenerationRequest:
     speculative: bool = True  # False forces plain decoding even when the engine has a proposer
     num_draft_tokens: int | None = None  # None: the engine's default
     adaptive: bool | None = None  # None: the engine's default
+    logprobs: int | None = None  # None: none; n >= 0: each emitted token's logprob plus its n top alternatives
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -27,6 +29,8 @@ class GenerationRequest:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.num_draft_tokens is not None and not (1 <= self.num_draft_tokens <= MAX_DRAFT_TOKENS):
             raise ValueError(f"num_draft_tokens must be between 1 and {MAX_DRAFT_TOKENS}, got {self.num_draft_tokens}")
+        if self.logprobs is not None and not (0 <= self.logprobs <= MAX_TOP_LOGPROBS):
+            raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class TokenGroup:
     finish_reason: str | None  # "stop" (EOS), "length" (max_new_tokens), "cancelled", or None while running
     step: StepStats | None  # None for the group produced by prefill
     num_draft_tokens: int  # k in force for this step (0 for plain decoding)
+    logprobs: list[TokenLogprob] | None = None  # one per token in token_ids, when the request asked
 
 
 @dataclass

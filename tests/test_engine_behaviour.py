@@ -119,3 +119,22 @@ def test_speculation_turns_off_above_the_concurrency_limit(target, tiny_models):
     assert second.stats.drafts == 0
     first.close()
     assert engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=20)).stats.drafts > 0
+
+
+def test_logprobs_are_the_targets_whether_or_not_it_speculates(engine):
+    import numpy as np
+
+    def run(speculative):
+        request = GenerationRequest(prompt_ids=PROMPT, max_new_tokens=25, logprobs=3, speculative=speculative)
+        groups = list(engine.start(request))
+        return [lp for g in groups for lp in g.logprobs]
+
+    plain, speculative = run(False), run(True)
+    assert [lp.token_id for lp in plain] == [lp.token_id for lp in speculative]
+    np.testing.assert_allclose([lp.logprob for lp in plain], [lp.logprob for lp in speculative], atol=1e-4)
+    for lp in plain:
+        assert len(lp.top) == 3
+        assert lp.top[0][0] == lp.token_id  # greedy: the emitted token is the most likely one
+        assert lp.top[0][1] >= lp.top[1][1] >= lp.top[2][1]
+    with pytest.raises(ValueError, match="logprobs must be between 0 and 20, got 21"):
+        GenerationRequest(prompt_ids=PROMPT, max_new_tokens=4, logprobs=21)
