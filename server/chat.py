@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from server import errors, protocol
 from server.completions import check_model
+from server.logprobs import EmittedToken, chat_logprobs
 from server.protocol import ChatCompletionRequest
 from server.runtime import Runtime
 from server.serving import ChoiceEvent, Job, JobOutcome, check_context, respond, sampling_params
@@ -22,7 +23,7 @@ async def create_chat_completion(runtime: Runtime, request: Request, body: Any) 
     max_tokens = check_context(runtime, [prompt], limit, param, None)
     job = Job("chat", [prompt], params.n, max_tokens,
               sampling_params(params.temperature, params.top_p, params.top_k, params.seed),
-              params.stop or [], params.speculative)
+              params.stop or [], params.speculative, params.engine_logprobs)
     return await respond(runtime, request, job, ChatFormatter(runtime, params), params.stream, params.include_usage)
 
 
@@ -56,14 +57,15 @@ class ChatFormatter:
         return [self._envelope([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                  "finish_reason": None}]) for i in range(self.params.n)]
 
+    def _logprobs(self, tokens: list[EmittedToken]) -> dict | None:
+        return chat_logprobs(tokens) if self.params.logprobs else None
+
     def chunk(self, event: ChoiceEvent) -> dict | None:
-        if event.finish_reason is not None:
+        if event.finish_reason is not None or event.text or event.tokens:
             delta = {"content": event.text} if event.text else {}
-        elif event.text:
-            delta = {"content": event.text}
         else:
             return None
-        return self._envelope([{"index": event.index, "delta": delta, "logprobs": None,
+        return self._envelope([{"index": event.index, "delta": delta, "logprobs": self._logprobs(event.tokens),
                                 "finish_reason": event.finish_reason}])
 
     def _usage(self, outcome: JobOutcome) -> dict:
@@ -74,9 +76,9 @@ class ChatFormatter:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.runtime.model_id, "system_fingerprint": None, "choices": [], "usage": self._usage(outcome)}
 
-    def response(self, texts: dict[int, str], outcome: JobOutcome) -> dict:
+    def response(self, texts: dict[int, str], tokens: dict[int, list[EmittedToken]], outcome: JobOutcome) -> dict:
         choices = [{"index": i, "message": {"role": "assistant", "content": texts.get(i, ""), "refusal": None},
-                    "logprobs": None, "finish_reason": outcome.finish_reasons[i]}
+                    "logprobs": self._logprobs(tokens.get(i, [])), "finish_reason": outcome.finish_reasons[i]}
                    for i in range(len(outcome.finish_reasons))]
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.runtime.model_id,
                 "system_fingerprint": None, "choices": choices, "usage": self._usage(outcome)}

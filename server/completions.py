@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from server import errors, protocol
+from server.logprobs import EmittedToken, completion_logprobs
 from server.protocol import CompletionRequest
 from server.runtime import Runtime
 from server.serving import ChoiceEvent, Job, JobOutcome, check_context, respond, sampling_params
@@ -20,7 +21,7 @@ async def create_completion(runtime: Runtime, request: Request, body: Any) -> Re
     max_tokens = check_context(runtime, prompts, params.max_tokens, "max_tokens", runtime.settings.default_completion_tokens)
     job = Job("completions", prompts, params.n, max_tokens,
               sampling_params(params.temperature, params.top_p, params.top_k, params.seed),
-              params.stop or [], params.speculative)
+              params.stop or [], params.speculative, params.logprobs)
     formatter = CompletionFormatter(runtime, params, texts if params.echo else None)
     return await respond(runtime, request, job, formatter, params.stream, params.include_usage)
 
@@ -77,10 +78,13 @@ class CompletionFormatter:
         return [self._envelope([{"index": i, "text": self._echo(i), "logprobs": None, "finish_reason": None}])
                 for i in range(count)]
 
+    def _logprobs(self, tokens: list[EmittedToken]) -> dict | None:
+        return completion_logprobs(tokens) if self.params.logprobs is not None else None
+
     def chunk(self, event: ChoiceEvent) -> dict | None:
-        if not event.text and event.finish_reason is None:
+        if not event.text and not event.tokens and event.finish_reason is None:
             return None
-        return self._envelope([{"index": event.index, "text": event.text, "logprobs": None,
+        return self._envelope([{"index": event.index, "text": event.text, "logprobs": self._logprobs(event.tokens),
                                 "finish_reason": event.finish_reason}])
 
     def usage_chunk(self, outcome: JobOutcome) -> dict:
@@ -91,8 +95,8 @@ class CompletionFormatter:
         return protocol.usage(outcome.prompt_tokens, outcome.completion_tokens,
                               outcome.usage_speculative(self.runtime.engine.proposer_name))
 
-    def response(self, texts: dict[int, str], outcome: JobOutcome) -> dict:
-        choices = [{"index": i, "text": self._echo(i) + texts.get(i, ""), "logprobs": None,
+    def response(self, texts: dict[int, str], tokens: dict[int, list[EmittedToken]], outcome: JobOutcome) -> dict:
+        choices = [{"index": i, "text": self._echo(i) + texts.get(i, ""), "logprobs": self._logprobs(tokens.get(i, [])),
                     "finish_reason": outcome.finish_reasons[i]} for i in range(len(outcome.finish_reasons))]
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.runtime.model_id,
                 "choices": choices, "usage": self._usage(outcome)}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from drafting.logprobs import MAX_TOP_LOGPROBS
 from drafting.request import MAX_DRAFT_TOKENS
 from server import errors
 
@@ -23,8 +24,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "frequency_penalty": (None, 0, 0.0),
     "presence_penalty": (None, 0, 0.0),
     "logit_bias": (None, {}),
-    "logprobs": (None, False, 0),
-    "top_logprobs": (None, 0),
     "suffix": (None, ""),
     "tools": (None, []),
     "tool_choice": (None, "none", "auto"),  # "auto" with no tools means no tool use
@@ -109,6 +108,7 @@ class CompletionRequest(_GenerationParams):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(None, ge=1)
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # OpenAI allows 0..5; we allow up to 20
 
     @field_validator("prompt")
     @classmethod
@@ -122,6 +122,9 @@ class CompletionRequest(_GenerationParams):
     def check_unsupported(self, extra_neutral: dict[str, tuple[Any, ...]] | None = None) -> None:
         # best_of == n (or 1) is plain sampling; a larger best_of would need ranking by logprobs
         super().check_unsupported({"best_of": (None, 1, self.n)})
+        if self.echo and self.logprobs is not None:
+            raise errors.invalid("logprobs with echo is not supported: prompt logprobs are not available "
+                                 "(leave echo false or logprobs null)", "logprobs")
 
 
 class ChatMessage(BaseModel):
@@ -148,6 +151,19 @@ class ChatCompletionRequest(_GenerationParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)  # deprecated by OpenAI for chat; still sent by many clients
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    def check_unsupported(self, extra_neutral: dict[str, tuple[Any, ...]] | None = None) -> None:
+        super().check_unsupported(extra_neutral)
+        if self.top_logprobs and not self.logprobs:  # 0 asks for nothing, so it is allowed alone
+            raise errors.invalid(f"top_logprobs requires logprobs to be true, got top_logprobs={self.top_logprobs} "
+                                 f"with logprobs={self.logprobs}", "top_logprobs")
+
+    @property
+    def engine_logprobs(self) -> int | None:
+        """The engine's `logprobs`: None for none, else the number of alternatives per token."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @property
     def token_limit(self) -> tuple[int | None, str]:

@@ -26,6 +26,7 @@ from drafting.request import GenerationRequest
 from drafting.sampling import SamplingParams
 from drafting.stats import GenerationStats
 from server import errors
+from server.logprobs import EmittedToken, LogprobAligner
 from server.protocol import SpeculativeOptions
 from server.runtime import Runtime
 
@@ -43,6 +44,7 @@ class Job:
     sampling: SamplingParams
     stop: list[str]
     speculative: SpeculativeOptions | None
+    logprobs: int | None = None  # None: none; n: each token's logprob and its n top alternatives
     arrival: float = field(default_factory=time.perf_counter)
 
 
@@ -51,6 +53,7 @@ class ChoiceEvent:
     index: int  # choice index: prompt_index * n + j, as OpenAI numbers them
     text: str
     finish_reason: str | None  # set on the choice's last event only
+    tokens: list[EmittedToken] = field(default_factory=list)  # logprobs of the tokens this text released
 
 
 @dataclass
@@ -137,8 +140,8 @@ async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncItera
                 sampling = dataclasses.replace(sampling, seed=sampling.seed + j)
             choice = TextGeneration(runtime, prompt_ids, job, sampling, outcome.speculative)
             index = prompt_index * job.n + j
-            async for text in choice:
-                yield ChoiceEvent(index, text, None)
+            async for text, tokens in choice:
+                yield ChoiceEvent(index, text, None, tokens)
             if j == 0:
                 outcome.prompt_tokens += len(prompt_ids)  # usage counts a prompt once, as OpenAI does, whatever n
             outcome.completion_tokens += choice.completion_tokens
@@ -154,7 +157,7 @@ class Formatter(Protocol):
     def opening(self) -> list[dict]: ...  # chunks sent before any generated text (chat role, echoed prompt)
     def chunk(self, event: ChoiceEvent) -> dict | None: ...  # None: nothing worth sending
     def usage_chunk(self, outcome: JobOutcome) -> dict: ...
-    def response(self, texts: dict[int, str], outcome: JobOutcome) -> dict: ...
+    def response(self, texts: dict[int, str], tokens: dict[int, list[EmittedToken]], outcome: JobOutcome) -> dict: ...
 
 
 async def respond(runtime: Runtime, request: Request, job: Job, formatter: Formatter, stream: bool,
@@ -167,10 +170,13 @@ async def respond(runtime: Runtime, request: Request, job: Job, formatter: Forma
         record_request(runtime, job, 499, "cancelled")
         return Response(status_code=499)
     if not stream:
+        tokens: dict[int, list[EmittedToken]] = collections.defaultdict(list)
+
         async def collect() -> dict[int, str]:
             texts: dict[int, list[str]] = collections.defaultdict(list)
             async for event in run_job(runtime, job, outcome):
                 texts[event.index].append(event.text)
+                tokens[event.index].extend(event.tokens)
             return {index: "".join(parts) for index, parts in texts.items()}
 
         try:
@@ -188,7 +194,7 @@ async def respond(runtime: Runtime, request: Request, job: Job, formatter: Forma
         finally:
             await stack.aclose()
         record_request(runtime, job, 200, outcome.finish_reason)
-        return JSONResponse(formatter.response(texts, outcome))
+        return JSONResponse(formatter.response(texts, tokens, outcome))
 
     async def body() -> AsyncIterator[bytes]:
         status, reason = 200, "error"
@@ -247,7 +253,8 @@ def record_request(runtime: Runtime, job: Job, status: int, finish_reason: str) 
 class TextGeneration:
     """One choice: the engine iterated in a worker thread, token groups turned into text, metrics recorded live.
 
-    Iterate it for text pieces; afterwards read finish_reason ("stop" | "length"), completion_tokens and stats.
+    Iterate it for (text piece, the tokens whose text is now released, with their logprobs if the job asked);
+    afterwards read finish_reason ("stop" | "length"), completion_tokens and stats.
     Leaving the iteration early (client gone, error) sets the cancel event: the engine stops within one step.
     """
 
@@ -259,18 +266,19 @@ class TextGeneration:
             prompt_ids=list(prompt_ids), max_new_tokens=job.max_tokens, sampling=sampling,
             stop_token_ids=runtime.stop_token_ids, speculative=speculative,
             num_draft_tokens=options.num_draft_tokens if options else None,
-            adaptive=options.adaptive if options else None)
+            adaptive=options.adaptive if options else None, logprobs=job.logprobs)
         self.cancel = threading.Event()
         self.finish_reason: str | None = None
         self.completion_tokens = 0
         self.stats: GenerationStats | None = None
         self.mode = "speculative" if speculative else "plain"
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncIterator[tuple[str, list[EmittedToken]]]:
         from drafting.detokenize import IncrementalDetokenizer
 
         runtime, metrics = self.runtime, self.runtime.metrics
         detokenizer = IncrementalDetokenizer(runtime.tokenizer, self.job.stop)
+        aligner = LogprobAligner(runtime.tokenizer) if self.job.logprobs is not None else None
         queue: asyncio.Queue = asyncio.Queue()
         self._start_worker(asyncio.get_running_loop(), queue)
         metrics.prompt_tokens.inc(len(self.request.prompt_ids))
@@ -293,6 +301,8 @@ class TextGeneration:
                     metrics.ttft.labels(self.mode).observe(first_token_at - self.job.arrival)
                 self.completion_tokens += len(group.token_ids)
                 metrics.generation_tokens.inc(len(group.token_ids))
+                if aligner is not None:
+                    aligner.add([lp for lp in group.logprobs or [] if lp.token_id not in runtime.stop_token_ids])
                 text = detokenizer.push([t for t in group.token_ids if t not in runtime.stop_token_ids])
                 if detokenizer.stopped:
                     self.finish_reason = "stop"
@@ -300,8 +310,12 @@ class TextGeneration:
                 elif group.finish_reason is not None:
                     self.finish_reason = "length" if group.finish_reason == "length" else "stop"
                     text += detokenizer.flush()
-                if text:
-                    yield text
+                tokens = []
+                if aligner is not None:
+                    ended = group.finish_reason is not None and not detokenizer.stopped  # all text is released
+                    tokens = aligner.release(detokenizer.text, final=ended)
+                if text or tokens:
+                    yield text, tokens
             if self.finish_reason is None:  # the engine ended without a reason we know: report what it was
                 raise errors.internal("generation ended without a finish reason")
             if first_token_at is not None and self.completion_tokens > 1:

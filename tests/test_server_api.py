@@ -214,6 +214,61 @@ def test_n_prompt_lists_and_echo(spec):
     assert all(len(r) == 1 for r in reasons)
 
 
+def test_completion_logprobs(spec):
+    client = spec.client()
+    kwargs = dict(model=MODEL, prompt=PROMPT, max_tokens=24, temperature=0, logprobs=2)
+    choice = client.completions.create(**kwargs).choices[0]
+    lp = choice.logprobs
+    assert choice.text and "".join(lp.tokens) == choice.text
+    assert len(lp.token_logprobs) == len(lp.tokens) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert all(v <= 0 for v in lp.token_logprobs)
+    assert all(len(top) == 2 and all(v <= 0 for v in top.values()) for top in lp.top_logprobs)
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):  # greedy: chosen == top-1
+        best = max(top, key=top.get)
+        assert best == token and top[best] == pytest.approx(value, abs=1e-6)
+    tokens, values, offsets, text = [], [], [], ""
+    for chunk in client.completions.create(**kwargs, stream=True):
+        for c in chunk.choices:
+            text += c.text
+            if c.logprobs is not None:
+                tokens += c.logprobs.tokens
+                values += c.logprobs.token_logprobs
+                offsets += c.logprobs.text_offset
+    assert text == choice.text and tokens == lp.tokens and offsets == lp.text_offset
+    assert values == pytest.approx(lp.token_logprobs, abs=1e-3)
+
+
+def test_chat_logprobs(spec):
+    client = spec.client()
+    kwargs = dict(model=MODEL, messages=CHAT, max_completion_tokens=24, temperature=0, logprobs=True, top_logprobs=2)
+    choice = client.chat.completions.create(**kwargs).choices[0]
+    content = choice.logprobs.content
+    assert choice.message.content and "".join(t.token for t in content) == choice.message.content
+    for t in content:
+        assert t.logprob <= 0 and t.bytes == list(t.token.encode()) and len(t.top_logprobs) == 2
+        assert t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == pytest.approx(t.logprob, abs=1e-6)
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob
+    streamed, text = [], ""
+    for chunk in client.chat.completions.create(**kwargs, stream=True):
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            if c.logprobs is not None and c.logprobs.content:
+                streamed += c.logprobs.content
+    assert text == choice.message.content and [t.token for t in streamed] == [t.token for t in content]
+    plain = client.chat.completions.create(model=MODEL, messages=CHAT, max_completion_tokens=4, temperature=0,
+                                           logprobs=True)
+    assert all(t.top_logprobs == [] for t in plain.choices[0].logprobs.content)
+    assert client.chat.completions.create(model=MODEL, messages=CHAT, max_completion_tokens=4).choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=CHAT, max_completion_tokens=4, top_logprobs=2)
+    assert "top_logprobs" in raised.value.body["message"] and raised.value.body["param"] == "top_logprobs"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=CHAT, max_completion_tokens=4, logprobs=True,
+                                       top_logprobs=21)
+    assert "top_logprobs" in raised.value.body["message"] and "20" in raised.value.body["message"]
+
+
 # --- errors -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -222,7 +277,8 @@ def test_n_prompt_lists_and_echo(spec):
     (dict(top_p=0), "top_p"),
     (dict(n=0), "n"),
     (dict(presence_penalty=0.5), "presence_penalty"),
-    (dict(logprobs=2), "logprobs"),
+    (dict(logprobs=21), "logprobs"),
+    (dict(logprobs=1, echo=True), "logprobs"),
     (dict(extra_body={"frobnicate": 1}), "frobnicate"),
     (dict(extra_body={"speculative": {"num_draft_tokens": 99}}), "speculative.num_draft_tokens"),
     (dict(stop=["a", "b", "c", "d", "e"]), "stop"),

@@ -8,8 +8,11 @@ import asyncio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from drafting.detokenize import IncrementalDetokenizer
+from drafting.logprobs import TokenLogprob
 from drafting.stats import StepStats
 from server import errors, protocol
+from server.logprobs import LogprobAligner, chat_logprobs, completion_logprobs
 from server.cli import add_arguments, settings_from_args
 from server.metrics import Metrics
 from server.protocol import ChatCompletionRequest, CompletionRequest
@@ -32,7 +35,6 @@ def test_completion_request_accepts_openai_shapes():
 @pytest.mark.parametrize("body, param", [
     ({"presence_penalty": 0.1}, "presence_penalty"),
     ({"logit_bias": {"5": 1}}, "logit_bias"),
-    ({"logprobs": 1}, "logprobs"),
     ({"best_of": 3}, "best_of"),
     ({"suffix": "end"}, "suffix"),
     ({"whatever": 1}, "whatever"),
@@ -52,6 +54,7 @@ def test_unsupported_parameters_are_named(body, param):
     ({"speculative": {"num_draft_tokens": 17}}, "speculative.num_draft_tokens", "16"),
     ({"speculative": {"mode": "x"}}, "speculative.mode", "Extra inputs"),
     ({"prompt": []}, "prompt", "empty"),
+    ({"logprobs": 21}, "logprobs", "less than or equal to 20"),
 ])
 def test_invalid_values_name_field_and_limit(body, param, words):
     with pytest.raises(errors.APIError) as raised:
@@ -71,6 +74,76 @@ def test_chat_request_and_stream_options_rules():
         protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "stream_options": {"include_usage": True}})
     with pytest.raises(errors.APIError, match="messages"):
         protocol.parse(ChatCompletionRequest, {"model": "m", "messages": []})
+
+
+def test_logprobs_request_rules():
+    assert protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "logprobs": 2}).logprobs == 2
+    with pytest.raises(errors.APIError) as raised:
+        protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "logprobs": 0, "echo": True})
+    assert raised.value.param == "logprobs" and "prompt logprobs" in raised.value.message
+    chat = {"model": "m", "messages": [{"role": "user", "content": "a"}]}
+    assert protocol.parse(ChatCompletionRequest, {**chat, "logprobs": True, "top_logprobs": 3}).engine_logprobs == 3
+    assert protocol.parse(ChatCompletionRequest, {**chat, "logprobs": True}).engine_logprobs == 0
+    assert protocol.parse(ChatCompletionRequest, {**chat, "top_logprobs": 0}).engine_logprobs is None
+    with pytest.raises(errors.APIError) as raised:
+        protocol.parse(ChatCompletionRequest, {**chat, "top_logprobs": 2})
+    assert raised.value.status == 400 and raised.value.param == "top_logprobs" and "logprobs" in raised.value.message
+    with pytest.raises(errors.APIError) as raised:
+        protocol.parse(ChatCompletionRequest, {**chat, "logprobs": True, "top_logprobs": 21})
+    assert raised.value.param == "top_logprobs" and "20" in raised.value.message
+
+
+class ByteTokenizer:
+    """Token id = one UTF-8 byte, so a multi-byte character spans tokens."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def _align(text: str, groups: list[int], stop: list[str] | None = None) -> tuple[str, list[list[str]], bool]:
+    """Feed `text` as byte tokens in groups of the given sizes, like TextGeneration does; (released text, token
+    strings per release, stopped)."""
+    tokenizer = ByteTokenizer()
+    detokenizer, aligner = IncrementalDetokenizer(tokenizer, stop), LogprobAligner(tokenizer)
+    ids, released, start = list(text.encode()), [], 0
+    for i, size in enumerate(groups):
+        group, start = ids[start:start + size], start + size
+        aligner.add([TokenLogprob(t, -0.5, [(t, -0.5), (t + 1, -1.5)]) for t in group])
+        detokenizer.push(group)
+        last = i == len(groups) - 1
+        if last and not detokenizer.stopped:
+            detokenizer.flush()
+        released.append([t.text for t in aligner.release(detokenizer.text, final=last and not detokenizer.stopped)])
+        if detokenizer.stopped:
+            break
+    return detokenizer.text, released, detokenizer.stopped
+
+
+def test_logprob_tokens_join_to_the_released_text():
+    text, released, _ = _align("héllo wörld", [3, 1, 5, 4])
+    assert text == "héllo wörld" and "".join(sum(released, [])) == text
+    assert sum(released, [])[1:3] == ["", "é"]  # the first byte of "é" produces no text; the second, all of it
+    assert len(sum(released, [])) == len("héllo wörld".encode())
+    # held back as a possible stop string ("o w" could start "o wx"), then released with the next group
+    text, released, stopped = _align("hello world", [5, 1, 5], stop=["o wx"])
+    assert not stopped and released[0] == ["h", "e", "l", "l"] and released[1] == [] and released[2][0] == "o"
+    assert "".join(sum(released, [])) == text
+    # a stop string cuts inside the group: tokens before it stay, the cut ones are gone
+    text, released, stopped = _align("hello world", [4, 7], stop=["lo w"])
+    assert stopped and text == "hel" and "".join(sum(released, [])) == "hel"
+
+
+def test_logprob_shapes():
+    tokenizer = ByteTokenizer()
+    aligner = LogprobAligner(tokenizer)
+    aligner.add([TokenLogprob(ord("a"), -0.25, [(ord("a"), -0.25), (ord("b"), -2.0)]), TokenLogprob(ord("c"), -1.0, [])])
+    tokens = aligner.release("ac", final=True)
+    assert completion_logprobs(tokens) == {"tokens": ["a", "c"], "token_logprobs": [-0.25, -1.0],
+                                           "top_logprobs": [{"a": -0.25, "b": -2.0}, {}], "text_offset": [0, 1]}
+    content = chat_logprobs(tokens)["content"]
+    assert content[0] == {"token": "a", "logprob": -0.25, "bytes": [97], "top_logprobs": [
+        {"token": "a", "logprob": -0.25, "bytes": [97]}, {"token": "b", "logprob": -2.0, "bytes": [98]}]}
+    assert content[1]["top_logprobs"] == []
 
 
 def test_error_body_is_openai_shaped():
