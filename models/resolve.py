@@ -100,20 +100,16 @@ def _from_gguf(name: str, gguf_path: Path, repair: str | None, weight_format: st
 def _resolve_entry(entry: CatalogEntry, weight_format: str, pull: bool) -> ResolvedModel:
     if entry.kind == "local_ir":
         return _resolved(entry.name, shipped_ir_dir(entry))
-    ir_dir = ir_dir_for(entry.name, weight_format)
-    if is_ir_dir(ir_dir):
-        return _resolved(entry.name, ir_dir)
-    if not pull:
-        raise _not_prepared(entry.name, weight_format)
-    with _model_lock(entry.name):
-        if not is_ir_dir(ir_dir):  # another process may have finished it while we waited
-            hf_dir = hf_dir_for(entry.name)
-            if (hf_dir / "config.json").is_file():
-                _from_hf_dir(entry.name, hf_dir, weight_format)
-            else:
-                gguf_path = fetch_gguf(entry, model_dir(entry.name) / "gguf")
-                _from_gguf(entry.name, gguf_path, entry.tokenizer_repair, weight_format)
-    return _resolved(entry.name, ir_dir)
+    return _built(entry.name, weight_format, pull, lambda: _build_entry(entry, weight_format))
+
+
+def _build_entry(entry: CatalogEntry, weight_format: str) -> None:
+    hf_dir = hf_dir_for(entry.name)
+    if (hf_dir / "config.json").is_file():
+        _from_hf_dir(entry.name, hf_dir, weight_format)
+    else:
+        gguf_path = fetch_gguf(entry, model_dir(entry.name) / "gguf")
+        _from_gguf(entry.name, gguf_path, entry.tokenizer_repair, weight_format)
 
 
 def _hf_dir_key(hf_dir: Path) -> str:
@@ -137,34 +133,32 @@ def _gguf_sha256_cached(gguf_path: Path) -> str:
     return index[key]
 
 
+def _built(name: str, weight_format: str, pull: bool, build) -> ResolvedModel:
+    """The IR of cached model `name`, running `build()` once (under the model's lock) if it is missing."""
+    ir_dir = ir_dir_for(name, weight_format)
+    if not is_ir_dir(ir_dir):
+        if not pull:
+            raise _not_prepared(name, weight_format)
+        with _model_lock(name):
+            if not is_ir_dir(ir_dir):  # another process may have finished it while we waited
+                build()
+    return _resolved(name, ir_dir)
+
+
 def _resolve_path(path: Path, weight_format: str, pull: bool) -> ResolvedModel:
     if path.is_dir() and is_ir_dir(path):
         name = path.resolve().parent.name if path.name.startswith("ir-") else path.name  # cache layout: <name>/ir-<fmt>
         return _resolved(name, path)
     if path.is_dir() and (path / "config.json").is_file():
         name = f"hf-{path.name}-{_hf_dir_key(path)}"
-        ir_dir = ir_dir_for(name, weight_format)
-        if not is_ir_dir(ir_dir):
-            if not pull:
-                raise _not_prepared(name, weight_format)
-            with _model_lock(name):
-                if not is_ir_dir(ir_dir):
-                    _from_hf_dir(name, path, weight_format)
-        return _resolved(name, ir_dir)
+        return _built(name, weight_format, pull, lambda: _from_hf_dir(name, path, weight_format))
     if path.is_file() and path.suffix == ".gguf":
         sha = _gguf_sha256_cached(path)
         entry = next((e for e in CATALOG.values() if e.gguf_sha256 == sha), None)
         if entry is None:  # a catalog digest already vouches for the file
             check_gguf(path)
         name, repair = (entry.name, entry.tokenizer_repair) if entry else (f"gguf-{path.stem}-{sha[:12]}", None)
-        ir_dir = ir_dir_for(name, weight_format)
-        if not is_ir_dir(ir_dir):
-            if not pull:
-                raise _not_prepared(name, weight_format)
-            with _model_lock(name):
-                if not is_ir_dir(ir_dir):
-                    _from_gguf(name, path, repair, weight_format)
-        return _resolved(name, ir_dir)
+        return _built(name, weight_format, pull, lambda: _from_gguf(name, path, repair, weight_format))
     raise InvalidModelSpecError(
         f"model spec {str(path)!r} is neither an OpenVINO IR folder (openvino_model.xml), a Hugging Face "
         "folder (config.json) nor a .gguf file"
