@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,39 +22,22 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from server import launch
+
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2-135m-instruct"
 KEY = "sk-fastdraft-test"
-ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
 CHAT = [{"role": "user", "content": "List three colours of the rainbow."}]
 
 
-class ServerProcess:
-    def __init__(self, name: str, args: list[str], tmp: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / f"{name}.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--target", MODEL, "--target-weight-format", "fp32", "--no-pull", *args],
-                                     cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"server not ready after 180 s:\n{self.log()}")
+class SmolServer(launch.ServerProcess):
+    """A server on smollm2 (fp32 target, already pulled), plus the clients the tests talk through."""
 
-    def log(self) -> str:
-        return self.log_path.read_text()[-5000:]
+    def __init__(self, name: str, args: list[str], tmp: Path) -> None:
+        super().__init__(["--target", MODEL, "--target-weight-format", "fp32", "--no-pull", *args],
+                         tmp / f"{name}.log", ready_timeout_s=180)
 
     def client(self, api_key: str | None = KEY, **kwargs) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key or "none", max_retries=0, timeout=120, **kwargs)
@@ -69,22 +49,6 @@ class ServerProcess:
             for sample in family.samples:
                 samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         return samples
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def metric(samples: dict, name: str, **labels) -> float:
@@ -104,7 +68,7 @@ def ir_dirs(smollm2_fp32) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def spec(ir_dirs, tmp_path_factory):
-    server = ServerProcess("spec", ["--draft", str(ir_dirs["fp32"]), "--precision", "f32", "--api-key", KEY,
+    server = SmolServer("spec", ["--draft", str(ir_dirs["fp32"]), "--precision", "f32", "--api-key", KEY,
                                     "--max-running", "2", "--spec-max-running", "2"], tmp_path_factory.mktemp("spec"))
     yield server
     server.stop()
@@ -112,7 +76,7 @@ def spec(ir_dirs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain(smollm2_fp32, tmp_path_factory):
-    server = ServerProcess("plain", ["--no-draft", "--max-running", "1", "--max-waiting", "1"],
+    server = SmolServer("plain", ["--no-draft", "--max-running", "1", "--max-waiting", "1"],
                            tmp_path_factory.mktemp("plain"))
     yield server
     server.stop()
