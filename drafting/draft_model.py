@@ -25,13 +25,11 @@ VOCAB_MAP_FILE = "draft_vocab_map.json"
 
 
 class DraftModelProposer:
-    def __init__(self, model: StatefulCausalLM, target_vocab_size: int, revision: str = "",
-                 min_confidence: float = 0.0):
+    def __init__(self, model: StatefulCausalLM, target_vocab_size: int, revision: str = ""):
         self.model = model
         self.name = model.name
         self.revision = revision
         self.target_vocab_size = target_vocab_size
-        self.min_confidence = min_confidence  # stop drafting when the draft's top probability falls below
         self.draft_to_target = load_vocab_map(model.ir_dir, model.vocab_size, target_vocab_size)
 
     def new_session(self) -> "DraftModelSession":
@@ -64,8 +62,6 @@ class DraftModelSession:
         for i in range(k):
             if params.greedy:
                 row = int(logits.argmax())
-                if self.proposer.min_confidence > 0 and i > 0 and _top_probability(logits) < self.proposer.min_confidence:
-                    break
             else:
                 q = probabilities(logits, params)
                 row = sample(q, rng)
@@ -92,8 +88,3 @@ class DraftModelSession:
 
     def close(self) -> None:
         self.cache.reset()
-
-
-def _top_probability(logits: np.ndarray) -> float:
-    shifted = logits - logits.max()
-    return float(1.0 / np.exp(shifted, dtype=np.float64).sum())

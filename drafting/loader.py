@@ -43,8 +43,8 @@ def load_engine(target, draft=None, prompt_lookup: bool = False, num_draft_token
     return Engine(target_model, proposer, config, eos_token_ids=eos_token_ids(target.ir_dir))
 
 
-def load_proposer(draft, target, precision: str | None = None, target_vocab_size: int | None = None,
-                  min_confidence: float = 0.0) -> DraftModelProposer:
+def load_proposer(draft, target, precision: str | None = None,
+                  target_vocab_size: int | None = None) -> DraftModelProposer:
     """Compile a draft model after checking it shares the target's vocabulary (raises on mismatch)."""
     from models.compat import check_compatible
 
@@ -52,7 +52,7 @@ def load_proposer(draft, target, precision: str | None = None, target_vocab_size
     model = compile_model(draft, precision)
     if target_vocab_size is None:
         target_vocab_size = StatefulCausalLM.output_vocab_size(target.ir_dir)
-    proposer = DraftModelProposer(model, target_vocab_size, revision=draft.revision, min_confidence=min_confidence)
+    proposer = DraftModelProposer(model, target_vocab_size, revision=draft.revision)
     if proposer.draft_to_target is None and model.vocab_size > target_vocab_size:
         raise EngineError(f"draft {draft.name} scores {model.vocab_size} tokens but the target only "
                           f"{target_vocab_size}: it could propose ids the target cannot verify")
