@@ -119,10 +119,8 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
 
 def run(args: argparse.Namespace) -> int:
     from fastdraft.generate_cmd import encode_prompt, load_from_args
-    from models.resolve import resolve_model
 
-    engine, tokenizer, target = load_from_args(args)
-    draft = resolve_model(args.draft, weight_format=args.weight_format) if args.draft else None
+    engine, tokenizer, target, draft = load_from_args(args)
     with open(args.prompts) as f:
         prompts = [json.loads(line)["prompt"] for line in f if line.strip()][:args.num_prompts]
     prompt_ids = [encode_prompt(tokenizer, p, args.chat) for p in prompts]

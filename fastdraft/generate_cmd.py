@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 
 def load_from_args(args: argparse.Namespace, max_sessions: int = 1):
-    """Resolve the models named on the command line; return (engine, tokenizer, target)."""
+    """Resolve the models named on the command line; return (engine, tokenizer, target, draft)."""
     from transformers import AutoTokenizer
 
     from drafting.loader import load_engine
@@ -56,7 +56,7 @@ def load_from_args(args: argparse.Namespace, max_sessions: int = 1):
                          num_draft_tokens=getattr(args, "num_draft_tokens", 5),
                          adaptive=getattr(args, "adaptive", False), precision=args.precision,
                          max_sessions=max_sessions)
-    return engine, AutoTokenizer.from_pretrained(target.tokenizer_dir), target
+    return engine, AutoTokenizer.from_pretrained(target.tokenizer_dir), target, draft
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-        engine, tokenizer, _ = load_from_args(args)
+        engine, tokenizer, _, _ = load_from_args(args)
         prompt_ids = encode_prompt(tokenizer, args.prompt, args.chat)
         request = GenerationRequest(prompt_ids=prompt_ids, max_new_tokens=args.max_tokens, sampling=sampling,
                                     stop_token_ids=engine.eos_token_ids, num_draft_tokens=args.num_draft_tokens,
