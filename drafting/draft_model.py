@@ -5,9 +5,12 @@ verified context lazily: at each `propose` it keeps the longest prefix it shares
 rejected tail is masked, see kv_session.py) and feeds what is new, usually the accepted tokens plus the
 target's correction.
 
-A draft may have a reduced output layer (only the most frequent target tokens): its IR folder then holds
-`draft_vocab_map.json`, `{"draft_to_target": [target id of draft output row 0, 1, ...]}`. Input ids are
-always target ids; outputs are mapped back, so the verifier sees target ids and stays exact.
+A draft may have a reduced vocabulary (only the most frequent target tokens): its IR folder then holds
+`draft_vocab_map.json` (format in training/vocab_map.py), `{"draft_to_target": [target id of draft row 0,
+1, ...], "input": "target" | "draft"}`. With "target" only the output layer is cut and the draft reads
+target ids; with "draft" the draft also reads draft ids (target ids outside the map read as the
+"unknown" row N, which is never proposed). Outputs are always mapped back, so the verifier sees target
+ids and stays exact.
 """
 
 from __future__ import annotations
@@ -30,22 +33,33 @@ class DraftModelProposer:
         self.name = model.name
         self.revision = revision
         self.target_vocab_size = target_vocab_size
-        self.draft_to_target = load_vocab_map(model.ir_dir, model.vocab_size, target_vocab_size)
+        self.draft_to_target, self.unknown_row = load_vocab_map(model.ir_dir, model.vocab_size, target_vocab_size)
+        self.target_to_draft: np.ndarray | None = None  # [V] input ids, for a draft that reads draft ids
+        if self.unknown_row is not None:
+            self.target_to_draft = np.full(target_vocab_size, self.unknown_row, dtype=np.int64)
+            self.target_to_draft[self.draft_to_target] = np.arange(self.draft_to_target.size)
 
     def new_session(self) -> "DraftModelSession":
         return DraftModelSession(self)
 
 
-def load_vocab_map(ir_dir: Path, draft_vocab: int, target_vocab: int) -> np.ndarray | None:
+def load_vocab_map(ir_dir: Path, draft_vocab: int, target_vocab: int) -> tuple[np.ndarray | None, int | None]:
+    """(draft row -> target id map or None, the unknown row of a draft that reads draft ids or None)."""
     path = Path(ir_dir) / VOCAB_MAP_FILE
     if not path.is_file():
-        return None
-    mapping = np.asarray(json.loads(path.read_text())["draft_to_target"], dtype=np.int64)
-    if mapping.shape != (draft_vocab,):
-        raise ValueError(f"{path}: draft_to_target has {mapping.shape[0]} entries, the draft's output layer {draft_vocab}")
+        return None, None
+    data = json.loads(path.read_text())
+    mapping = np.asarray(data["draft_to_target"], dtype=np.int64)
+    reads = data.get("input", "target")
+    if reads not in ("target", "draft"):
+        raise ValueError(f"{path}: input must be 'target' or 'draft', got {reads!r}")
+    expected_rows = mapping.shape[0] + (1 if reads == "draft" else 0)
+    if draft_vocab != expected_rows:
+        raise ValueError(f"{path}: draft_to_target has {mapping.shape[0]} entries (input {reads!r}: {expected_rows} "
+                         f"output rows expected), the draft's output layer has {draft_vocab}")
     if mapping.min() < 0 or mapping.max() >= target_vocab:
         raise ValueError(f"{path}: draft_to_target ids must be in [0, {target_vocab}), got [{mapping.min()}, {mapping.max()}]")
-    return mapping
+    return mapping, (mapping.shape[0] if reads == "draft" else None)
 
 
 class DraftModelSession:
@@ -55,21 +69,26 @@ class DraftModelSession:
 
     def propose(self, context: list[int], k: int, params: SamplingParams,
                 rng: np.random.Generator | None) -> tuple[list[int], np.ndarray | None]:
+        proposer = self.proposer
+        if proposer.target_to_draft is not None:
+            context = proposer.target_to_draft[np.asarray(context, dtype=np.int64)].tolist()
         kept = self.cache.sync(context)
         logits = self.cache.forward(context[kept:], 1)[0]  # [draft vocab]
         ids: list[int] = []
         q_rows: list[np.ndarray] = []
         for i in range(k):
+            if proposer.unknown_row is not None:
+                logits[proposer.unknown_row] = -np.inf  # "some rare token" names nothing the target can verify
             if params.greedy:
                 row = int(logits.argmax())
             else:
                 q = probabilities(logits, params)
                 row = sample(q, rng)
                 q_rows.append(self._to_target_vocab(q))
-            token = row if self.proposer.draft_to_target is None else int(self.proposer.draft_to_target[row])
+            token = row if proposer.draft_to_target is None else int(proposer.draft_to_target[row])
             ids.append(token)
             if i < k - 1:
-                logits = self.cache.forward([token], 1)[0]
+                logits = self.cache.forward([row if proposer.target_to_draft is not None else token], 1)[0]
         return ids, (np.stack(q_rows) if q_rows else None)
 
     def _to_target_vocab(self, q: np.ndarray) -> np.ndarray:
@@ -80,7 +99,7 @@ class DraftModelSession:
         if mapping is None:
             full[:q.shape[0]] = q  # draft vocab padded shorter than the target's
         else:
-            full[mapping] = q
+            full[mapping] = q[:mapping.size]  # an input-reduced draft's unknown row has q = 0
         return full
 
     def observe(self, num_drafted: int, num_accepted: int) -> None:

@@ -105,6 +105,37 @@ def test_end_to_end_pipeline(world, tmp_path):
     assert [r["backend"] for r in generate.read_jsonl(tmp_path / "kd2" / "generations.jsonl")] == ["fastdraft-engine"] * 2
 
 
+def test_sibling_with_reduced_tied_vocabulary_heals_exports_and_decodes_exactly(world, tmp_path):
+    # the thrifty path of the shipped draft: keep one layer of a same-vocabulary model, cut input and
+    # output to 200 rows + unknown, heal the blocks only, export int8, and verify exactly against the target
+    from training import prune, vocab_map
+
+    draft_hf = tmp_path / "pruned"
+    assert prune.main(["--sibling", str(world / "target-hf"), "--keep-layers", "1", "--corpus", str(world / "corpus"),
+                       "--draft-vocab-size", "200", "--reduce-input", "--out", str(draft_hf)]) == 0
+    vocab = vocab_map.load(draft_hf)
+    assert vocab.input_reduced and json.loads((draft_hf / "config.json").read_text())["vocab_size"] == 201
+    before = weights(draft_hf)
+    assert pretrain.main(["--corpus", str(world / "corpus"), "--stage", "code-nl", "--init", str(draft_hf),
+                          "--freeze-embeddings", "--steps", "2", "--batch-size", "2", "--seq-len", "32",
+                          "--threads", "1", "--lr", "1e-2", "--out", str(tmp_path / "heal")]) == 0
+    after = weights(tmp_path / "heal" / "hf")
+    embedding = "model.embed_tokens.weight"
+    assert torch.equal(before[embedding], after[embedding])
+    assert any(not torch.equal(before[n], after[n]) for n in before if n != embedding)
+    from models.resolve import resolve_model
+    from training.export import export_draft
+
+    ir = export_draft(tmp_path / "heal" / "hf", tmp_path / "ir", "int8")
+    assert vocab_map.load(ir).input_reduced
+    prompts = [{"id": "p1", "task": "code", "prompt": "def add(a, b):\n    "},
+               {"id": "p2", "task": "chat", "prompt": "The river runs"}]
+    result = evaluate.evaluate(resolve_model(str(world / "target-ir")), resolve_model(str(ir)), prompts,
+                               k=3, max_new_tokens=12, precision="f32")
+    assert result["overall"]["identical_outputs"] == len(prompts)
+    assert result["overall"]["reached_per_position"][0] > 0  # the draft really proposed
+
+
 def test_resume_continues_exactly(world, tmp_path):
     assert pretrain.main(pretrain_args(world, tmp_path / "straight", "--steps", "4")) == 0
     # interrupted after 2 steps, then the same command again

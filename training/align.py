@@ -50,17 +50,22 @@ def check_vocabulary(target, draft_hf: Path) -> None:
         raise VocabularyMismatch(f"draft {draft_hf} does not match target {target.name}: {error}") from None
     target_config = json.loads((Path(target.ir_dir) / "config.json").read_text())
     draft_config = json.loads((draft_hf / "config.json").read_text())
-    if draft_config["vocab_size"] != target_config["vocab_size"]:
-        raise VocabularyMismatch(f"draft {draft_hf} reads {draft_config['vocab_size']} token ids, target "
-                                 f"{target.name} has {target_config['vocab_size']}")
     vocab = vm.load(draft_hf)
     if vocab is not None and vocab.target_vocab_size != target_config["vocab_size"]:
         raise VocabularyMismatch(f"{draft_hf / vm.MAP_JSON}: made for a {vocab.target_vocab_size}-token target, "
                                  f"{target.name} has {target_config['vocab_size']}")
+    reads = vocab.model_vocab_size if vocab is not None and vocab.input_reduced else target_config["vocab_size"]
+    if draft_config["vocab_size"] != reads:
+        raise VocabularyMismatch(f"draft {draft_hf} reads {draft_config['vocab_size']} token ids, expected {reads} "
+                                 f"(target {target.name} has {target_config['vocab_size']})")
 
 
-def tokenize_records(records: list[dict], tokenizer, seq_len: int, label_table, sources: list[str]) -> list[tuple]:
-    """(input ids, labels) per record: prompt (left-truncated) + output, loss on output tokens only."""
+def tokenize_records(records: list[dict], tokenizer, seq_len: int, label_table, sources: list[str],
+                     input_table=None) -> list[tuple]:
+    """(input ids, labels) per record: prompt (left-truncated) + output, loss on output tokens only.
+
+    `input_table` maps target ids to the ids an input-reduced draft reads (None: it reads target ids).
+    """
     examples = []
     for record, where in zip(records, sources):
         if not isinstance(record.get("prompt"), str) or not isinstance(record.get("output"), str):
@@ -75,6 +80,8 @@ def tokenize_records(records: list[dict], tokenizer, seq_len: int, label_table, 
         labels = np.full(len(ids), -100, dtype=np.int64)
         targets = np.asarray(output, dtype=np.int64)
         labels[len(prompt):] = targets if label_table is None else label_table[targets]
+        if input_table is not None:
+            ids = input_table[ids]
         examples.append((ids[:-1], labels[1:]))  # position t predicts token t + 1
     return examples
 
@@ -152,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab = load_draft(args.draft)
     tokenizer = AutoTokenizer.from_pretrained(args.draft)
     records, where = load_data(args.data, {p["id"] for p in eval_prompts})
-    examples = tokenize_records(records, tokenizer, args.seq_len, vocab.label_table() if vocab else None, where)
+    examples = tokenize_records(records, tokenizer, args.seq_len, vocab.label_table() if vocab else None, where,
+                                input_table=vocab.input_table() if vocab else None)
     if not examples:
         raise SystemExit(f"no training examples in {', '.join(map(str, args.data))}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    if vocab is not None and vocab.input_reduced:
+        pad_id = int(vocab.input_table()[pad_id])  # padding is never a label; any row the draft reads will do
     config = {"command": "training.align", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "target": target.name, "target_revision": target.revision, "examples": len(examples),
               "output_tokens": int(sum((lab != -100).sum() for _, lab in examples)), "eval_prompts": len(eval_prompts)}

@@ -56,8 +56,12 @@ def load_draft(folder: str | Path):
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder / 'config.json'}: not a Hugging Face model folder")
     vocab = vm.load(folder)
-    if vocab is None:
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), None
+    if vocab is None or vocab.input_reduced:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        if vocab is not None and model.config.vocab_size != vocab.model_vocab_size:
+            raise ValueError(f"{folder}: config vocab_size {model.config.vocab_size}, {vm.MAP_JSON} says "
+                             f"{vocab.draft_vocab_size} + 1 unknown row")
+        return model, vocab
     # reduced output layer: build, cut the head, then load the weights strictly
     config = AutoConfig.from_pretrained(folder)
     if vocab.target_vocab_size != config.vocab_size:

@@ -1,6 +1,7 @@
 """Export a draft HF folder to an OpenVINO IR folder the engine loads (int8 by default).
 
-A full-vocabulary draft is a plain transformers folder: models.export.export_ir does it. A draft with a
+A full-vocabulary draft, or one with a reduced tied vocabulary (vocab_map input "draft"), is a plain
+transformers folder: models.export.export_ir does it (and the map is copied). A draft with only a
 reduced output layer does not load with `from_pretrained` (see training/vocab_map.py), so it is loaded
 with training.draft_folder.load_draft and exported from the model object (optimum-intel's
 export_from_model), then weight-compressed with nncf; the tokenizer is converted the same way and
@@ -22,8 +23,13 @@ def export_draft(hf_dir: str | Path, out_dir: str | Path, weight_format: str = "
     from models.export import export_ir
 
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    if vm.load(hf_dir) is None:
+    vocab = vm.load(hf_dir)
+    if vocab is None:
         return export_ir(hf_dir, out_dir, weight_format=weight_format)
+    if vocab.input_reduced:  # a plain causal LM (tied N + 1 rows): the standard export, plus the map
+        export_ir(hf_dir, out_dir, weight_format=weight_format)
+        vocab.save(out_dir)
+        return out_dir
     return _export_reduced(hf_dir, out_dir, weight_format)
 
 

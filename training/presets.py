@@ -118,6 +118,37 @@ def reduce_output_layer(model, rows: int, keep_ids=None) -> None:
     model.config.draft_vocab_size = rows
 
 
+def reduce_tied_vocabulary(model, keep_ids) -> None:
+    """Cut the vocabulary to `keep_ids` + one "unknown" row, tied input/output (vocab_map input "draft").
+
+    Row i is the old row of target id keep_ids[i]; the unknown row (last) is the mean of the rows dropped,
+    the expected embedding of "some rare token". The result is a plain causal LM with vocab_size N + 1.
+    """
+    import torch
+
+    old = model.get_input_embeddings().weight.detach()
+    keep = torch.as_tensor(keep_ids, dtype=torch.long)
+    dropped = torch.ones(old.shape[0], dtype=torch.bool)
+    dropped[keep] = False
+    rows = torch.cat([old[keep], old[dropped].mean(0, keepdim=True) if dropped.any() else old.mean(0, keepdim=True)])
+    embedding = torch.nn.Embedding(rows.shape[0], rows.shape[1], dtype=old.dtype)
+    with torch.no_grad():
+        embedding.weight.copy_(rows)
+    model.set_input_embeddings(embedding)
+    head = torch.nn.Linear(rows.shape[1], rows.shape[0], bias=False, dtype=old.dtype)
+    head.weight = embedding.weight
+    model.lm_head = head
+    config = model.config
+    config.vocab_size = rows.shape[0]
+    config.tie_word_embeddings = True
+    if hasattr(config, "get_text_config"):
+        config.get_text_config().tie_word_embeddings = True
+    # special ids name target tokens; the draft's config must not point past its own rows
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(config, name, None) is not None:
+            setattr(config, name, None)
+
+
 def count_params(model, exclude_input_embedding: bool = False) -> int:
     params = {id(p): p for p in model.parameters()}
     if exclude_input_embedding and not model.config.tie_word_embeddings:

@@ -105,12 +105,14 @@ def _special_ids(corpus: Corpus) -> list[int]:
 
 def batch_fn(corpus: Corpus, args, mix: dict[str, float], vocab: vm.VocabMap | None):
     table = vocab.label_table() if vocab is not None else None
+    input_table = vocab.input_table() if vocab is not None else None
 
     def make_batch(step: int):
         windows = corpus.batch(step, args.batch_size, args.seq_len, mix, args.seed)  # [B, L + 1] target ids
         inputs, labels = np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
-        # inputs stay target ids; labels become output rows, -100 for a token the draft cannot name
-        return inputs, (labels if table is None else table[labels])
+        # inputs: target ids (or draft ids for an input-reduced draft); labels: output rows, -100 for a
+        # token the draft cannot name
+        return (inputs if input_table is None else input_table[inputs]), (labels if table is None else table[labels])
 
     return make_batch
 

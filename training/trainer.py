@@ -57,7 +57,13 @@ def add_train_args(parser, steps: int, lr: float, batch_size: int, seq_len: int)
     parser.add_argument("--freeze-input-embedding", action="store_true",
                         help="do not train the input embedding (a pruned sibling's is already right; saves AdamW "
                              "state and time on a 151k x h matrix; not for tied embeddings)")
+    parser.add_argument("--freeze-embeddings", action="store_true",
+                        help="train neither the input embedding nor the output layer (tied or not): heal only the "
+                             "transformer blocks of a pruned sibling whose vocabulary rows are already right")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for forward/backward (weights stay fp32)")
+    parser.add_argument("--device", default="auto",
+                        help="'cpu', 'cuda' or 'auto' (cuda when available); under torchrun each rank takes "
+                             "cuda:LOCAL_RANK and nccl")
     parser.add_argument("--seed", type=int, default=0, help="seed for init and data order")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads per rank (default: torch's)")
     parser.add_argument("--checkpoint-every", type=int, default=50, help="save a checkpoint every N steps")
@@ -86,11 +92,24 @@ def lr_at(step: int, args) -> float:
     return args.lr + (floor - args.lr) * min(1.0, progress)
 
 
-def setup_distributed() -> tuple[int, int]:
-    """(rank, world size); initializes gloo when launched by torchrun with WORLD_SIZE > 1."""
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device this rank trains on: cuda:LOCAL_RANK when asked for (or available with 'auto'), else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is visible to torch")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if name != "cpu":
+        raise SystemExit(f"--device must be cpu, cuda or auto, got {name!r}")
+    return torch.device("cpu")
+
+
+def setup_distributed(device: torch.device | None = None) -> tuple[int, int]:
+    """(rank, world size); under torchrun (WORLD_SIZE > 1) initializes nccl on GPUs, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -171,7 +190,11 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
 
     `on_finish(model)` runs on rank 0 after the last step (save the HF folder there).
     """
-    rank, world = setup_distributed()
+    device = resolve_device(getattr(args, "device", "cpu"))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    rank, world = setup_distributed(device)
     if args.threads:
         torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -182,6 +205,10 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
         if model.get_input_embeddings().weight is model.get_output_embeddings().weight:
             raise SystemExit("--freeze-input-embedding: this draft ties its input and output embeddings")
         model.get_input_embeddings().weight.requires_grad_(False)
+    if getattr(args, "freeze_embeddings", False):
+        model.get_input_embeddings().weight.requires_grad_(False)
+        model.get_output_embeddings().weight.requires_grad_(False)
+    model.to(device)
     optimizer = make_optimizer(model, args)
     start_step, tokens_seen = 0, 0
     checkpoint = latest_checkpoint(out)
@@ -199,8 +226,12 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
         _truncate_log(out / "log.jsonl", start_step)
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else nullcontext
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        ddp_model = model
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else nullcontext
     micro_rows = args.batch_size // args.grad_accum
     rank_rows = micro_rows // world
     started, step, loss_value = time.monotonic(), start_step, float("nan")
@@ -217,11 +248,11 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
         label_tokens = int((labels != -100).sum())
         # forward/backward: loss summed over tokens / global token count (x world: DDP averages grads)
         optimizer.zero_grad(set_to_none=True)
-        local_loss = torch.zeros(())
+        local_loss = torch.zeros((), device=device)
         for micro in range(args.grad_accum):
             lo = micro * micro_rows + rank * rank_rows
-            x = torch.from_numpy(inputs[lo:lo + rank_rows])
-            y = torch.from_numpy(labels[lo:lo + rank_rows])
+            x = torch.from_numpy(inputs[lo:lo + rank_rows]).to(device, non_blocking=True)
+            y = torch.from_numpy(labels[lo:lo + rank_rows]).to(device, non_blocking=True)
             sync = nullcontext() if (world == 1 or micro == args.grad_accum - 1) else ddp_model.no_sync()
             with sync:
                 with autocast():

@@ -7,18 +7,27 @@ and a token the draft cannot name is simply never proposed.
 Files written next to the draft model (in its HF folder and in its IR folder):
 
 - `draft_vocab_map.json`:
-    {"format": "fastdraft-draft-vocab-map", "version": 1,
+    {"format": "fastdraft-draft-vocab-map", "version": 2,
      "target_vocab_size": V,          # the target's vocabulary size (embedding rows)
-     "draft_vocab_size": N,           # rows of the draft's output layer
-     "draft_to_target": [t_0, ..., t_{N-1}]}   # strictly increasing target ids: output row i is token t_i
+     "draft_vocab_size": N,           # draft rows that name a target token
+     "draft_to_target": [t_0, ..., t_{N-1}],   # strictly increasing target ids: row i is token t_i
+     "input": "target" | "draft"}     # which ids the draft READS (version 1 files: "target")
 - `draft_vocab_map.npy`: the same `draft_to_target` as int64 [N] (numpy .npy), for fast loading.
 
-Model layout (what drafting/draft_model.py expects): INPUT ids are always target ids (the input embedding
-keeps all V rows, config.vocab_size = V); only the output layer is cut to N rows (lm_head.weight [N, h],
-config.draft_vocab_size = N, embeddings untied). The engine maps output row i back to target id t_i;
-for sampling, q over the target vocabulary is the draft's softmax scattered to `draft_to_target`.
-Such a folder does not load with a plain `from_pretrained` (lm_head shape): use
-training.draft_folder.load_draft. A draft without these files has a full output layer.
+Two layouts (what drafting/draft_model.py expects):
+
+- `input: "target"` (reduced output layer): INPUT ids are target ids (the input embedding keeps all V
+  rows, config.vocab_size = V); only the output layer is cut to N rows (lm_head.weight [N, h],
+  config.draft_vocab_size = N, embeddings untied). Such a folder does not load with a plain
+  `from_pretrained` (lm_head shape): use training.draft_folder.load_draft.
+- `input: "draft"` (reduced tied vocabulary): a plain causal LM with config.vocab_size = N + 1 and tied
+  embeddings. It reads DRAFT ids: target id t_i becomes row i, every other target id becomes the
+  "unknown" row N, which the engine never proposes. This is what keeps a 4-layer, 896-wide draft under
+  100 MB: the 151,936 x h input embedding alone would be 136 MB in int8.
+
+In both, the engine maps output row i back to target id t_i; for sampling, q over the target vocabulary
+is the draft's softmax scattered to `draft_to_target`. A draft without these files reads and scores the
+target's own ids.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ FORMAT = "fastdraft-draft-vocab-map"
 class VocabMap:
     draft_to_target: np.ndarray  # [N] int64, strictly increasing
     target_vocab_size: int
+    input_reduced: bool = False  # True: the draft reads draft ids (tied N + 1 row vocabulary, see above)
 
     def __post_init__(self) -> None:
         ids = self.draft_to_target
@@ -50,6 +60,24 @@ class VocabMap:
     @property
     def draft_vocab_size(self) -> int:
         return int(self.draft_to_target.size)
+
+    @property
+    def unknown_row(self) -> int | None:
+        """The input row of every target token outside the map (input-reduced drafts only)."""
+        return self.draft_vocab_size if self.input_reduced else None
+
+    @property
+    def model_vocab_size(self) -> int:
+        """Rows of the draft's output layer: N, plus the unknown row for an input-reduced draft."""
+        return self.draft_vocab_size + (1 if self.input_reduced else 0)
+
+    def input_table(self) -> np.ndarray | None:
+        """[V] int64: target id -> the draft's input id (None when the draft reads target ids)."""
+        if not self.input_reduced:
+            return None
+        table = np.full(self.target_vocab_size, self.draft_vocab_size, dtype=np.int64)
+        table[self.draft_to_target] = np.arange(self.draft_vocab_size)
+        return table
 
     def label_table(self) -> np.ndarray:
         """[V] int64: target id -> draft output row, -100 (ignored by the loss) for tokens outside the map."""
@@ -70,8 +98,8 @@ class VocabMap:
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / MAP_NPY, self.draft_to_target.astype(np.int64))
         (folder / MAP_JSON).write_text(json.dumps({
-            "format": FORMAT, "version": 1, "target_vocab_size": self.target_vocab_size,
-            "draft_vocab_size": self.draft_vocab_size,
+            "format": FORMAT, "version": 2, "target_vocab_size": self.target_vocab_size,
+            "draft_vocab_size": self.draft_vocab_size, "input": "draft" if self.input_reduced else "target",
             "draft_to_target": self.draft_to_target.tolist(),
         }) + "\n")
 
@@ -87,7 +115,11 @@ def load(folder: str | Path) -> VocabMap | None:
         raise ValueError(f"{path}: line {error.lineno} column {error.colno}: {error.msg}") from None
     if data.get("format") != FORMAT:
         raise ValueError(f"{path}: format must be {FORMAT!r}, got {data.get('format')!r}")
-    return VocabMap(np.asarray(data["draft_to_target"], dtype=np.int64), int(data["target_vocab_size"]))
+    reads = data.get("input", "target")
+    if reads not in ("target", "draft"):
+        raise ValueError(f"{path}: input must be 'target' or 'draft', got {reads!r}")
+    return VocabMap(np.asarray(data["draft_to_target"], dtype=np.int64), int(data["target_vocab_size"]),
+                    input_reduced=reads == "draft")
 
 
 def select(counts: np.ndarray, size: int, always_keep=()) -> VocabMap:
