@@ -81,6 +81,24 @@ class Engine:
     def active(self) -> int:
         return self._active
 
+    def forget_cached_prefixes(self) -> None:
+        """Empty every idle session's KV caches (target and draft): the next request pays its whole prefill.
+
+        For benchmarks: prefix reuse would otherwise let a prompt run again skip its prefill, which flatters
+        every configuration but the first to see that prompt.
+        """
+        idle = []
+        while True:
+            try:
+                idle.append(self._slots.get_nowait())
+            except queue.Empty:
+                break
+        for slot in idle:
+            slot.target.reset()
+            if slot.proposer_session is not None:
+                slot.proposer_session.close()
+            self._slots.put(slot)
+
     def set_proposer(self, proposer: Proposer | None) -> None:
         """Swap the proposer; generations already running keep the one they started with."""
         self.proposer = proposer

@@ -3,8 +3,8 @@
     fastdraft bench --target qwen2.5-coder-1.5b-instruct --draft qwen2.5-coder-0.5b-instruct \
         --prompts prompts/humaneval.jsonl --num-prompts 10 --max-tokens 128 --json bench.json
 
-All configurations run on the same IR folders and the same token ids, greedy, after a warm-up, and
-interleaved prompt by prompt (each prompt runs every configuration before the next prompt), so drift in
+All configurations run on the same IR folders and the same token ids, greedy, after a warm-up, each from
+cold caches (no prefix reuse between configurations: each pays its own prefill), and interleaved prompt by prompt (each prompt runs every configuration before the next prompt), so drift in
 machine load hits all of them alike. Reported: tokens/s (generated tokens / wall time, prefill
 included), the ratio to our plain decoding, acceptance, and how many outputs equal our plain greedy
 output token for token.
@@ -27,7 +27,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="benchmark plain vs speculative, ours vs openvino-genai",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
-    parser.add_argument("--prompts", required=True, help="JSONL file with a 'prompt' field per line")
+    parser.add_argument("--prompts", required=True,
+                        help="JSONL file: {'prompt': text} (fed raw) or {'messages': [...]} (chat template) per line")
+    parser.add_argument("--task", default=None, help="only the lines whose 'task' field is this (e.g. code)")
     parser.add_argument("--num-prompts", type=int, default=10, help="first N prompts of the file")
     parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per prompt")
     parser.add_argument("--ks", default="3,5,7", help="draft lengths for our engine, comma-separated")
@@ -35,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--no-adaptive", action="store_true", help="skip our adaptive-k configuration")
     parser.add_argument("--no-genai", action="store_true", help="skip openvino-genai configurations")
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
+    parser.add_argument("--compare-draft", action="append", default=[], metavar="DRAFT",
+                        help="another draft for our engine on the same target, measured in the same run at --ks "
+                             "(repeatable; e.g. the shipped draft vs the off-the-shelf 0.5B)")
     parser.add_argument("--json", dest="json_out", help="write all measurements to this JSON file")
     parser.set_defaults(func=run)
 
@@ -75,6 +80,7 @@ def _ours(engine, request_kwargs):
     from drafting.request import GenerationRequest
 
     def run_one(prompt_ids, max_tokens):
+        engine.forget_cached_prefixes()  # every configuration pays its own prefill, as genai's does
         result = engine.generate_all(GenerationRequest(prompt_ids=prompt_ids, max_new_tokens=max_tokens,
                                                        stop_token_ids=engine.eos_token_ids, **request_kwargs))
         return result.token_ids, result.stats
@@ -99,12 +105,23 @@ def _genai(pipe, eos_ids, k: int | None):
 
 
 def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, object]]:
+    ks = [int(x) for x in args.ks.split(",") if x]
     configs = [("ours plain", _ours(engine, {"speculative": False}))]
     if draft is not None or args.prompt_lookup:
-        for k in [int(x) for x in args.ks.split(",") if x]:
+        for k in ks:
             configs.append((f"ours k={k}", _ours(engine, {"num_draft_tokens": k, "adaptive": False})))
         if not args.no_adaptive:
             configs.append(("ours adaptive", _ours(engine, {"adaptive": True})))
+    for spec in args.compare_draft:  # same compiled target, another proposer
+        from drafting.engine import Engine
+        from drafting.loader import load_proposer
+        from models.resolve import resolve_model
+
+        other = resolve_model(spec, weight_format=args.weight_format)
+        proposer = load_proposer(other, target, precision=args.precision, target_vocab_size=engine.target.vocab_size)
+        other_engine = Engine(engine.target, proposer, engine.config, eos_token_ids=engine.eos_token_ids)
+        for k in ks:
+            configs.append((f"{other.name} k={k}", _ours(other_engine, {"num_draft_tokens": k, "adaptive": False})))
     if not args.no_genai:
         import openvino_genai
 
@@ -122,8 +139,13 @@ def run(args: argparse.Namespace) -> int:
 
     engine, tokenizer, target, draft = load_from_args(args)
     with open(args.prompts) as f:
-        prompts = [json.loads(line)["prompt"] for line in f if line.strip()][:args.num_prompts]
-    prompt_ids = [encode_prompt(tokenizer, p, args.chat) for p in prompts]
+        records = [json.loads(line) for line in f if line.strip()]
+    prompts = [r for r in records if args.task is None or r.get("task") == args.task][:args.num_prompts]
+    if not prompts:
+        raise SystemExit(f"{args.prompts}: no prompts" + (f" with task {args.task!r}" if args.task else ""))
+    prompt_ids = [list(tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True,
+                                                     return_dict=False))
+                  if "messages" in r else encode_prompt(tokenizer, r["prompt"], args.chat) for r in prompts]
     eos_ids = sorted(engine.eos_token_ids)
     configs = build_configs(args, target, draft, engine, eos_ids)
     print(f"# {len(configs)} configurations x {len(prompts)} prompts, {args.max_tokens} new tokens, greedy; "

@@ -75,8 +75,13 @@ CATALOG: dict[str, CatalogEntry] = {
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             tokenizer_repair="smollm2",
         ),
-        # Shipped drafts (kind "local_ir") are added here as `_shipped_draft(name, description)` once
-        # their IR folder is committed under models/drafts/<name>/.
+        # Shipped drafts (kind "local_ir"): IR folders committed under models/drafts/<name>/, each with a
+        # model card (README.md) and a one-command rebuild script.
+        _shipped_draft(
+            "fastdraft-qwen2.5-coder-1.5b",
+            "our draft for qwen2.5-coder-1.5b-instruct: 4 layers of the 0.5B, 30,720-token tied vocabulary, "
+            "healed + KD-aligned; int8 IR in the repo (models/drafts/fastdraft-qwen2.5-coder-1.5b/README.md)",
+        ),
     )
 }
 

@@ -138,3 +138,24 @@ def test_logprobs_are_the_targets_whether_or_not_it_speculates(engine):
         assert lp.top[0][1] >= lp.top[1][1] >= lp.top[2][1]
     with pytest.raises(ValueError, match="logprobs must be between 0 and 20, got 21"):
         GenerationRequest(prompt_ids=PROMPT, max_new_tokens=4, logprobs=21)
+
+
+def test_forgetting_cached_prefixes_makes_the_next_request_pay_its_prefill(engine):
+    # benchmarks rely on it: with prefix reuse, a prompt run a second time would skip its prefill
+    request = GenerationRequest(prompt_ids=[5, 6, 7, 8, 9, 10, 11, 12], max_new_tokens=6)
+    first = engine.generate_all(request)
+    again = engine.generate_all(request)
+    engine.forget_cached_prefixes()
+    cold = engine.generate_all(request)
+    assert first.token_ids == again.token_ids == cold.token_ids
+    slot = engine._slots.get_nowait()
+    try:
+        assert slot.target.tokens[:8] == request.prompt_ids  # the cache holds this request again
+    finally:
+        engine._slots.put(slot)
+    engine.forget_cached_prefixes()
+    slot = engine._slots.get_nowait()
+    try:
+        assert slot.target.tokens == [] and (slot.proposer_session is None or slot.proposer_session.cache.tokens == [])
+    finally:
+        engine._slots.put(slot)

@@ -45,6 +45,22 @@ def test_catalog_entries_are_complete():
             assert entry.tokenizer_repair is not None, entry.name
 
 
+def test_shipped_drafts_are_complete_small_and_documented():
+    # what the server's default draft needs: an int8 IR, its vocabulary map, the tokenizer for the
+    # vocabulary check, and a model card; at most 100 MB in the repository
+    import json
+
+    shipped = [e for e in CATALOG.values() if e.kind == "local_ir"]
+    assert shipped
+    for entry in shipped:
+        folder = shipped_ir_dir(entry)
+        for name in ("openvino_model.xml", "openvino_model.bin", "config.json", "draft_vocab_map.json",
+                     "tokenizer.json", "README.md"):
+            assert (folder / name).is_file(), f"{entry.name}: {name} missing"
+        assert sum(f.stat().st_size for f in folder.iterdir()) <= 100_000_000, entry.name
+        assert json.loads((folder / "draft_vocab_map.json").read_text())["input"] == "draft"
+
+
 def test_shipped_draft_missing_folder_is_clear(tmp_path):
     entry = CatalogEntry(name="tiny-draft", description="test", kind="local_ir", local_ir_dir=tmp_path / "tiny-draft")
     with pytest.raises(ModelNotPreparedError, match="tiny-draft"):

@@ -79,6 +79,37 @@ def test_prune_keeps_layers_and_rows(tmp_path):
         prune.keep_layers(pruned, [0, 0])
 
 
+def test_reduced_tied_vocabulary_reads_draft_ids_and_keeps_the_kept_logits(tmp_path):
+    model = presets.build_model(presets.from_name("tiny"), vocab_size=120, seed=2)
+    target_ids = torch.tensor([[3, 8, 12, 20]])
+    vocab = vm.VocabMap(np.arange(0, 120, 4), 120, input_reduced=True)  # 30 rows + the unknown row 30
+    reference = model(input_ids=target_ids[:, 1:]).logits[..., vocab.draft_to_target]
+    presets.reduce_tied_vocabulary(model, vocab.draft_to_target)
+    assert model.config.vocab_size == vocab.model_vocab_size == 31 and model.config.tie_word_embeddings
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    # every input in the map: the same computation over fewer rows (draft ids in, kept rows out)
+    draft_ids = torch.from_numpy(vocab.input_table()[target_ids.numpy()])
+    assert draft_ids.tolist() == [[vocab.unknown_row, 2, 3, 5]]  # 3 is outside the map
+    logits = model(input_ids=draft_ids[:, 1:]).logits
+    torch.testing.assert_close(logits[..., :30], reference)
+    # v2 map file round trip; a version 1 file (no "input") still reads as target ids
+    save_draft(model, tmp_path / "draft", _tokenizer_dir(tmp_path), vocab)
+    loaded, loaded_vocab = load_draft(tmp_path / "draft")
+    assert loaded_vocab.input_reduced and loaded_vocab.unknown_row == 30
+    old = tmp_path / "v1"
+    old.mkdir()
+    (old / vm.MAP_JSON).write_text('{"format": "fastdraft-draft-vocab-map", "version": 1, "target_vocab_size": 120, '
+                                   '"draft_vocab_size": 2, "draft_to_target": [0, 4]}')
+    assert vm.load(old).input_reduced is False and vm.load(old).input_table() is None
+
+
+def _tokenizer_dir(tmp_path):
+    folder = tmp_path / "tok"
+    folder.mkdir(exist_ok=True)
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
 def test_schedules():
     args = argparse.Namespace(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, steps=100, schedule="wsd", decay_frac=0.2)
     assert trainer.lr_at(0, args) == pytest.approx(0.1)

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the target's HF folder: its config gives the full vocab size; needed for --embed-init svd")
     parser.add_argument("--embed-init", choices=("random", "svd"), default="random",
                         help="svd: initialize embeddings from a rank-h projection of the target's")
+    parser.add_argument("--reduce-input", action="store_true",
+                        help="with a reduced vocabulary: cut the input embedding too and tie it to the output "
+                             "layer (the draft reads draft ids, see training/vocab_map.py)")
     trainer.add_train_args(parser, steps=1000, lr=1e-3, batch_size=8, seq_len=512)
     return parser
 
@@ -83,7 +86,14 @@ def build_draft(args, corpus: Corpus):
                  vocab.coverage(counts))
     if vocab is not None and vocab.target_vocab_size != full_vocab:
         raise SystemExit(f"vocab map is for a {vocab.target_vocab_size}-token target, this corpus/target has {full_vocab}")
-    if vocab is not None:
+    if args.reduce_input and vocab is None:
+        raise SystemExit("--reduce-input needs a reduced vocabulary (--draft-vocab-size N or --vocab-map DIR)")
+    reduce_input = vocab is not None and (args.reduce_input or vocab.input_reduced)
+    if reduce_input:
+        # build over the full vocabulary (tied), initialize, then cut input and output rows together
+        vocab = vm.VocabMap(vocab.draft_to_target, vocab.target_vocab_size, input_reduced=True)
+        cfg = presets.replace(cfg, draft_vocab_size=None, tie_embeddings=True)
+    elif vocab is not None:
         cfg = presets.replace(cfg, draft_vocab_size=vocab.draft_vocab_size)
     model = presets.build_model(cfg, full_vocab, seed=args.seed, eos_token_id=corpus.separator_id)
     if args.embed_init == "svd":
@@ -91,7 +101,10 @@ def build_draft(args, corpus: Corpus):
             raise SystemExit("--embed-init svd needs --target-hf")
         from training.embed_init import init_from_target
 
-        init_from_target(model, args.target_hf, vocab.draft_to_target if vocab else None)
+        init_from_target(model, args.target_hf, vocab.draft_to_target if vocab and not reduce_input else None)
+    if reduce_input:
+        presets.reduce_tied_vocabulary(model, vocab.draft_to_target)
+        cfg = presets.replace(cfg, draft_vocab_size=vocab.draft_vocab_size)
     return model, vocab, {"preset": cfg.to_dict(), "embed_init": args.embed_init}
 
 

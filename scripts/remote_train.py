@@ -1,20 +1,22 @@
-"""Heal a pruned draft on a rented accelerator whose upload and download are size-capped.
+"""Train a draft on a rented accelerator whose upload and download are size-capped.
 
 A remote GPU box often takes a bounded upload and returns a bounded download (here: 64 MiB each way),
-while the pruned draft is 350 MB in fp32 and its corpus 43 MB of uint32 ids. This tool moves only what
-the heal needs, in compact forms, and runs the same `python -m training.pretrain` there:
+while a pruned 4-layer draft is 350 MB in fp32 and its corpus 43 MB of uint32 ids. This tool moves only
+what training needs, in compact forms, and runs the same `python -m training.pretrain` there:
 
     # here: draft weights as int4 (group 32) + corpus as lzma'd uint16 draft ids + tokenizer, ~59 MB
-    python scripts/remote_heal.py pack --draft runs/d4/pruned --corpus ~/.cache/fastdraft/corpus/qwen2.5 --out .gpu
-    # there: rebuild the HF folder and corpus, time a few steps, train for --budget-s, return int8 blocks
-    python scripts/remote_heal.py train --bundle .gpu --work /tmp/heal --out $OUT --budget-s 330
-    # here: the healed HF folder = the bundle's (int4-rounded, frozen) embedding + the returned blocks
-    python scripts/remote_heal.py unpack-result --draft runs/d4/pruned --bundle .gpu --result $OUT --out runs/d4/healed
+    python scripts/remote_train.py pack --draft runs/d4/pruned --corpus ~/.cache/fastdraft/corpus/qwen2.5 --out .gpu
+    # there: rebuild the HF folder and corpus, time a few steps, train for --budget-s, return int8 weights
+    python scripts/remote_train.py train --bundle .gpu --work /tmp/heal --out $OUT --budget-s 330
+    # here: the trained HF folder = the returned weights (+ the bundle's embedding when it was frozen)
+    python scripts/remote_train.py unpack-result --draft runs/d4/pruned --bundle .gpu --result $OUT --out runs/d4/healed
 
-The embedding (tied input/output of a vocab_map input "draft" draft) travels as int4 and stays frozen
-(`--freeze-embeddings`); `unpack-result` rebuilds the very same int4-rounded values, so what was trained
-is what ships. Only the transformer blocks are trained and returned (int8 per output row; the IR export
-quantizes them to int8 again). Everything is deterministic numpy; no network access is needed there.
+Two modes. Healing a pruned sibling (default): the embedding (tied input/output of a vocab_map input
+"draft" draft) travels as int4 and stays frozen (`--freeze-embeddings`); `unpack-result` rebuilds the
+very same int4-rounded values, so what was trained is what ships, and only the transformer blocks come
+back. From scratch (`--train-embeddings`): the embedding trains too and comes back with the blocks. What
+comes back is int8 per output row (the IR export quantizes to int8 again). Everything is deterministic
+numpy; no network access is needed there.
 """
 
 from __future__ import annotations
@@ -183,8 +185,8 @@ def train(args) -> None:
 
     work: Path = args.work
     draft_dir, corpus_dir = unpack_bundle(args.bundle, work)
-    common = ["--corpus", str(corpus_dir), "--stage", args.stage, "--init", str(draft_dir), "--freeze-embeddings",
-              "--bf16", "--device", args.device, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+    common = ["--corpus", str(corpus_dir), "--stage", args.stage, "--init", str(draft_dir),
+              *([] if args.train_embeddings else ["--freeze-embeddings"]), "--bf16", "--device", args.device, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
               "--lr", str(args.lr), "--log-every", "1"]
     # time a few steps first, then size the run so its decay phase ends inside the budget
     started = time.monotonic()
@@ -197,12 +199,12 @@ def train(args) -> None:
     print(f"calibration: {per_step:.3f} s/step ({args.batch_size * args.seq_len / per_step:,.0f} tokens/s); "
           f"training {steps} steps = {tokens / 1e6:.1f}M tokens", flush=True)
     pretrain.main(common + ["--steps", str(steps), "--checkpoint-every", str(args.checkpoint_every),
-                            "--max-minutes", f"{budget * 1.1 / 60:.2f}", "--out", str(work / "heal")])
-    pack_result(work / "heal", args.out)
+                            "--max-minutes", f"{budget * 1.1 / 60:.2f}", "--out", str(work / "train")])
+    pack_result(work / "train", args.out, with_embedding=args.train_embeddings)
 
 
-def pack_result(run: Path, out: Path) -> None:
-    """The trained blocks as int8 rows (plus norms), in files under the download's per-file limit."""
+def pack_result(run: Path, out: Path, with_embedding: bool = False) -> None:
+    """The trained weights as int8 rows (1-D ones as fp32), in files under the download's per-file limit."""
     import torch
 
     from training.trainer import latest_checkpoint, load_checkpoint
@@ -217,8 +219,8 @@ def pack_result(run: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files, current, size = [], {}, 0
     for name in sorted(state):
-        if name in (EMBEDDING, "lm_head.weight"):
-            continue  # frozen: the receiver rebuilds them from its bundle
+        if name == "lm_head.weight" or (name == EMBEDDING and not with_embedding):
+            continue  # tied to the embedding; a frozen embedding is rebuilt from the bundle by the receiver
         tensor = state[name].to(torch.float32).cpu().numpy()
         arrays = dict(zip(("q", "scale"), int8_rows(tensor))) if tensor.ndim == 2 else {"value": tensor}
         nbytes = sum(a.nbytes for a in arrays.values())
@@ -231,7 +233,7 @@ def pack_result(run: Path, out: Path) -> None:
     for index, arrays in enumerate(files):
         np.savez(out / f"blocks-{index}.npz", **arrays)
     shutil.copy2(run / "log.jsonl", out / "log.jsonl")
-    shutil.copy2(run / "config.json", out / "heal_config.json")
+    shutil.copy2(run / "config.json", out / "train_config.json")
     print(f"result from {source}: {len(files)} files, {sum((out / f'blocks-{i}.npz').stat().st_size for i in range(len(files))) / 2**20:.1f} MiB")
 
 
@@ -243,7 +245,7 @@ def unpack_result(draft: Path, bundle: Path, result: Path, out: Path) -> None:
 
     from training.draft_folder import save_draft
 
-    state = {EMBEDDING: bundle_state(bundle)[EMBEDDING]}
+    state: dict[str, np.ndarray] = {}
     parts: dict[str, dict[str, np.ndarray]] = {}
     for path in sorted(result.glob("blocks-*.npz")):
         data = np.load(path)
@@ -252,6 +254,8 @@ def unpack_result(draft: Path, bundle: Path, result: Path, out: Path) -> None:
             parts.setdefault(name, {})[part] = data[key]
     for name, arrays in parts.items():
         state[name] = arrays["value"] if "value" in arrays else arrays["q"].astype(np.float32) * arrays["scale"][:, None]
+    if EMBEDDING not in state:  # frozen during training: the exact int4-rounded values it trained with
+        state[EMBEDDING] = bundle_state(bundle)[EMBEDDING]
     model = AutoModelForCausalLM.from_pretrained(draft, dtype=torch.float32)
     expected = set(model.state_dict()) - {"lm_head.weight"}
     if set(state) != expected:
@@ -259,13 +263,13 @@ def unpack_result(draft: Path, bundle: Path, result: Path, out: Path) -> None:
                          f"unexpected {sorted(set(state) - expected)[:5]}")
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
     model.tie_weights()
-    heal_config = json.loads((result / "heal_config.json").read_text())
+    train_config = json.loads((result / "train_config.json").read_text())
     log_rows = [json.loads(line) for line in (result / "log.jsonl").read_text().splitlines() if line.strip()]
-    provenance = {"command": "scripts/remote_heal.py", "init": str(draft), "heal": heal_config,
+    provenance = {"command": "scripts/remote_train.py", "init": str(draft), "train": train_config,
                   "steps": log_rows[-1]["step"], "tokens_seen": log_rows[-1]["tokens_seen"],
                   "final_loss": log_rows[-1]["loss"], "train_seconds": log_rows[-1]["elapsed_s"]}
     save_draft(model, out, draft, vm.load(draft), provenance=provenance)
-    print(f"healed draft -> {out} (step {provenance['steps']}, loss {provenance['final_loss']:.3f})")
+    print(f"trained draft -> {out} (step {provenance['steps']}, loss {provenance['final_loss']:.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,19 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draft", required=True, type=Path)
     p.add_argument("--corpus", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    t = sub.add_parser("train", help="on the accelerator: rebuild, calibrate, heal, pack the result")
+    t = sub.add_parser("train", help="on the accelerator: rebuild, calibrate, train, pack the result")
     t.add_argument("--bundle", required=True, type=Path)
     t.add_argument("--work", required=True, type=Path)
     t.add_argument("--out", required=True, type=Path)
     t.add_argument("--budget-s", type=float, default=330, help="wall seconds for calibration + training")
     t.add_argument("--max-steps", type=int, default=1000, help="cap on optimizer steps (repetition of a small corpus)")
+    t.add_argument("--train-embeddings", action="store_true",
+                   help="train (and return) the embedding too: for a from-scratch draft")
     t.add_argument("--stage", default="code-nl")
     t.add_argument("--device", default="auto")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--seq-len", type=int, default=1024)
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--checkpoint-every", type=int, default=250)
-    u = sub.add_parser("unpack-result", help="merge the returned blocks into a healed HF draft folder")
+    u = sub.add_parser("unpack-result", help="merge the returned weights into a trained HF draft folder")
     u.add_argument("--draft", required=True, type=Path, help="the pruned draft the bundle was made from")
     u.add_argument("--bundle", required=True, type=Path)
     u.add_argument("--result", required=True, type=Path)
