@@ -136,6 +136,21 @@ def test_sibling_with_reduced_tied_vocabulary_heals_exports_and_decodes_exactly(
     assert result["overall"]["reached_per_position"][0] > 0  # the draft really proposed
 
 
+def test_from_scratch_with_reduced_tied_vocabulary(world, tmp_path):
+    # the recipe of the shipped draft at toy scale: SVD-initialized embeddings cut to N + 1 tied rows
+    from training import vocab_map
+
+    assert pretrain.main(pretrain_args(world, tmp_path / "scratch", "--steps", "2", "--embed-init", "svd",
+                                       "--reduce-input")) == 0
+    folder = tmp_path / "scratch" / "hf"
+    vocab = vocab_map.load(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert vocab.input_reduced and config["vocab_size"] == vocab.model_vocab_size == 201
+    assert config["tie_word_embeddings"] is True
+    model, _ = load_draft(folder)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
 def test_resume_continues_exactly(world, tmp_path):
     assert pretrain.main(pretrain_args(world, tmp_path / "straight", "--steps", "4")) == 0
     # interrupted after 2 steps, then the same command again
