@@ -4,7 +4,8 @@ Boundary: takes a model and a `make_batch(step) -> (inputs, labels)` function th
 global batch as int64 arrays [batch, seq_len] (labels -100 where no loss is taken); knows nothing about
 corpora, prompts or export. Every rank builds the same global batch and keeps its rows, so a run on N
 ranks sees exactly the rows a single process would, and the loss is normalized by the global count of
-label tokens: one step under `torchrun --nproc-per-node N` equals one single-process step.
+label tokens: one step under `torchrun --nproc-per-node N` equals one single-process step. Runs on CPU
+(gloo between ranks) or CUDA (`--device`, nccl between ranks); bf16 autocast on either.
 
 Checkpoints: `<out>/checkpoints/step-<n>/state.pt` (model, optimizer, step, tokens seen, RNG states,
 resolved config) with `meta.json` holding its sha256; `<out>/checkpoints/latest` names the newest one.
