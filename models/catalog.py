@@ -79,8 +79,9 @@ CATALOG: dict[str, CatalogEntry] = {
         # model card (README.md) and a one-command rebuild script.
         _shipped_draft(
             "fastdraft-qwen2.5-coder-1.5b",
-            "our draft for qwen2.5-coder-1.5b-instruct: 4 layers of the 0.5B, 30,720-token tied vocabulary, "
-            "healed + KD-aligned; int8 IR in the repo (models/drafts/fastdraft-qwen2.5-coder-1.5b/README.md)",
+            "our draft for qwen2.5-coder-1.5b-instruct: 28M params, pretrained from scratch and aligned on the "
+            "target's outputs, 30,721-token tied vocabulary; int8 IR in the repo "
+            "(models/drafts/fastdraft-qwen2.5-coder-1.5b/README.md)",
         ),
     )
 }
