@@ -4,8 +4,9 @@
         --prompts prompts/humaneval.jsonl --num-prompts 10 --max-tokens 128 --json bench.json
 
 All configurations run on the same IR folders and the same token ids, greedy, after a warm-up, each from
-cold caches (no prefix reuse between configurations: each pays its own prefill), and interleaved prompt by prompt (each prompt runs every configuration before the next prompt), so drift in
-machine load hits all of them alike. Reported: tokens/s (generated tokens / wall time, prefill
+cold caches (no prefix reuse between configurations: each pays its own prefill), and interleaved prompt
+by prompt (each prompt runs every configuration before the next prompt), so drift in machine load hits
+all of them alike. Reported: tokens/s (generated tokens / wall time, prefill
 included), the ratio to our plain decoding, acceptance, and how many outputs equal our plain greedy
 output token for token.
 """
