@@ -186,8 +186,9 @@ def train(args) -> None:
     work: Path = args.work
     draft_dir, corpus_dir = unpack_bundle(args.bundle, work)
     common = ["--corpus", str(corpus_dir), "--stage", args.stage, "--init", str(draft_dir),
-              *([] if args.train_embeddings else ["--freeze-embeddings"]), "--bf16", "--device", args.device, "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-              "--lr", str(args.lr), "--log-every", "1"]
+              *([] if args.train_embeddings else ["--freeze-embeddings"]), "--bf16", "--device", args.device,
+              "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
+              "--log-every", "1"]
     # time a few steps first, then size the run so its decay phase ends inside the budget
     started = time.monotonic()
     pretrain.main(common + ["--steps", "1000000", "--stop-after-steps", "6", "--checkpoint-every", "1000000",

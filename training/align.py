@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.resolve import resolve_model
     from training.draft_folder import load_draft, save_draft
 
-    rank, _ = trainer.setup_distributed()
+    rank, _ = trainer.setup_distributed(trainer.resolve_device(args.device))  # nccl on GPUs, as train() would
     # 1. vocabulary check, before anything else
     target = resolve_model(args.target, weight_format=args.target_format)
     check_vocabulary(target, args.draft)
@@ -159,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab = load_draft(args.draft)
     tokenizer = AutoTokenizer.from_pretrained(args.draft)
     records, where = load_data(args.data, {p["id"] for p in eval_prompts})
+    input_table = vocab.input_table() if vocab else None
     examples = tokenize_records(records, tokenizer, args.seq_len, vocab.label_table() if vocab else None, where,
-                                input_table=vocab.input_table() if vocab else None)
+                                input_table=input_table)
     if not examples:
         raise SystemExit(f"no training examples in {', '.join(map(str, args.data))}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    if vocab is not None and vocab.input_reduced:
-        pad_id = int(vocab.input_table()[pad_id])  # padding is never a label; any row the draft reads will do
+    if input_table is not None:
+        pad_id = int(input_table[pad_id])  # padding is never a label; any row the draft reads will do
     config = {"command": "training.align", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "target": target.name, "target_revision": target.revision, "examples": len(examples),
               "output_tokens": int(sum((lab != -100).sum() for _, lab in examples)), "eval_prompts": len(eval_prompts)}

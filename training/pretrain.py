@@ -20,6 +20,7 @@ tokenizer and, for a reduced vocabulary, draft_vocab_map.json/.npy; see training
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -91,7 +92,7 @@ def build_draft(args, corpus: Corpus):
     reduce_input = vocab is not None and (args.reduce_input or vocab.input_reduced)
     if reduce_input:
         # build over the full vocabulary (tied), initialize, then cut input and output rows together
-        vocab = vm.VocabMap(vocab.draft_to_target, vocab.target_vocab_size, input_reduced=True)
+        vocab = dataclasses.replace(vocab, input_reduced=True)
         cfg = presets.replace(cfg, draft_vocab_size=None, tie_embeddings=True)
     elif vocab is not None:
         cfg = presets.replace(cfg, draft_vocab_size=vocab.draft_vocab_size)

@@ -16,6 +16,7 @@ folder (training/draft_folder.py) with the sibling's tokenizer and the provenanc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reduce_input:
         if vocab is None:
             raise SystemExit("--reduce-input needs a vocabulary (--vocab-map or --corpus with --draft-vocab-size)")
-        vocab = vm.VocabMap(vocab.draft_to_target, vocab.target_vocab_size, input_reduced=True)
+        vocab = dataclasses.replace(vocab, input_reduced=True)
     prune(args.sibling, layers, args.out, vocab)
     return 0
 
