@@ -62,13 +62,20 @@ def load_vocab_map(ir_dir: Path, draft_vocab: int, target_vocab: int) -> tuple[n
     return mapping, (mapping.shape[0] if reads == "draft" else None)
 
 
+def top_probability(logits: np.ndarray, row: int) -> float:
+    """softmax(logits)[row]; with row the argmax, every exponent is <= 0, so nothing overflows."""
+    return float(1.0 / np.exp(logits - logits[row], dtype=np.float32).sum())
+
+
 class DraftModelSession:
     def __init__(self, proposer: DraftModelProposer):
         self.proposer = proposer
         self.cache = KVSession(proposer.model)
 
-    def propose(self, context: list[int], k: int, params: SamplingParams,
-                rng: np.random.Generator | None) -> tuple[list[int], np.ndarray | None]:
+    def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
+                min_confidence: float = 0.0) -> tuple[list[int], np.ndarray | None]:
+        """Up to k draft tokens; stops early once the draft's own probability that every token so far is
+        right (the product of the probabilities it gave its picks) falls below `min_confidence`."""
         proposer = self.proposer
         if proposer.target_to_draft is not None:
             context = proposer.target_to_draft[np.asarray(context, dtype=np.int64)].tolist()
@@ -76,17 +83,23 @@ class DraftModelSession:
         logits = self.cache.forward(context[kept:], 1)[0]  # [draft vocab]
         ids: list[int] = []
         q_rows: list[np.ndarray] = []
+        confidence = 1.0
         for i in range(k):
             if proposer.unknown_row is not None:
                 logits[proposer.unknown_row] = -np.inf  # "some rare token" names nothing the target can verify
             if params.greedy:
                 row = int(logits.argmax())
+                if min_confidence > 0.0:
+                    confidence *= top_probability(logits, row)
             else:
                 q = probabilities(logits, params)
                 row = sample(q, rng)
                 q_rows.append(self._to_target_vocab(q))
+                confidence *= float(q[row])
             token = row if proposer.draft_to_target is None else int(proposer.draft_to_target[row])
             ids.append(token)
+            if confidence < min_confidence:
+                break  # this token is still offered (its cost is paid); the next draft call is saved
             if i < k - 1:
                 logits = self.cache.forward([row if proposer.target_to_draft is not None else token], 1)[0]
         return ids, (np.stack(q_rows) if q_rows else None)

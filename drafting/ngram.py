@@ -27,8 +27,8 @@ class PromptLookupSession:
     def __init__(self, proposer: PromptLookupProposer):
         self.proposer = proposer
 
-    def propose(self, context: list[int], k: int, params: SamplingParams,
-                rng: np.random.Generator | None) -> tuple[list[int], None]:
+    def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
+                min_confidence: float = 0.0) -> tuple[list[int], None]:  # a lookup has no confidence to use
         return find_continuation(np.asarray(context, dtype=np.int64), k, self.proposer.max_ngram,
                                  self.proposer.min_ngram), None
 

@@ -16,11 +16,14 @@ from drafting.sampling import SamplingParams
 
 class ProposerSession(Protocol):
     def propose(
-        self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None
+        self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
+        min_confidence: float = 0.0,
     ) -> tuple[list[int], np.ndarray | None]:
         """Up to k draft ids continuing `context`, and their q distributions [n, vocab] (None: point masses).
 
-        May return fewer than k ids (even none) when it has nothing good to offer.
+        May return fewer than k ids (even none) when it has nothing good to offer; a proposer that can
+        estimate its chance of being right stops once that chance for the whole draft is below
+        `min_confidence` (0: never stop early).
         """
         ...
 

@@ -92,3 +92,25 @@ def test_compaction_keeps_output_exact(models, monkeypatch):
     assert result.token_ids == plain(models, PROMPTS[1], 80).token_ids
     slot = engine._slots.get()
     assert slot.target.compactions > 0
+
+
+@pytest.mark.parametrize("min_confidence", [0.0, 0.3, 1.0])
+def test_confidence_stop_drafts_fewer_tokens_and_stays_exact(models, min_confidence, monkeypatch):
+    from drafting import adaptive
+
+    proposer = DraftModelProposer(models["near"], models["target"].vocab_size)
+    greedy = GenerationRequest(prompt_ids=[1], max_new_tokens=1).sampling
+    drafted = proposer.new_session().propose(PROMPTS[1], 6, greedy, None, min_confidence)[0]
+    if min_confidence == 0.0:
+        assert len(drafted) == 6
+    elif min_confidence == 1.0:
+        assert len(drafted) == 1  # the draft's chance of being right is < 1 after one token
+    # the engine passes the policy's threshold to the draft; the output stays the target's
+    monkeypatch.setattr(adaptive.FixedDraftLength, "min_confidence", lambda self: min_confidence)
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=6))
+    result = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[2], max_new_tokens=80))
+    assert result.token_ids == plain(models, PROMPTS[2], 80).token_ids
+    if min_confidence == 1.0:
+        assert result.stats.draft_tokens == result.stats.drafts
+    elif min_confidence == 0.0:
+        assert result.stats.draft_tokens > result.stats.drafts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drafting.adaptive import AdaptiveDraftLength
+from drafting.adaptive import AdaptiveDraftLength, FixedDraftLength
 from drafting.ngram import find_continuation
 from drafting.stats import GenerationStats, StepStats
 
@@ -31,6 +31,16 @@ def test_adaptive_lengthens_when_the_draft_is_right_and_stops_when_it_is_wrong()
     assert policy.k == 0  # drafting switched off: no k beats a plain step
     probes = [policy.next_k() for _ in range(policy.probe_every)]
     assert probes.count(1) == 1  # but it keeps probing now and then
+
+
+def test_confidence_threshold_is_the_break_even_of_one_more_draft_token():
+    assert FixedDraftLength(5).min_confidence() == 0.0
+    policy = AdaptiveDraftLength(initial_k=4, decay=0.0)  # decay 0: the last observation only
+    assert policy.min_confidence() == 0.0  # nothing measured yet: draft the whole k
+    policy.observe(2, 1, draft_time_s=0.006, target_time_s=0.090)  # 3 ms a draft token, 90 ms at k=2
+    policy.observe(4, 3, draft_time_s=0.012, target_time_s=0.098)  # 98 ms at k=4: 4 ms per verified token
+    # (3 ms draft + 4 ms verify) / ((12 + 98) ms / 4 emitted tokens)
+    assert abs(policy.min_confidence() - 0.007 / (0.110 / 4)) < 1e-9
 
 
 def test_alpha_counts_only_positions_that_were_tested():
