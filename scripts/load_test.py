@@ -10,7 +10,9 @@ Configurations (--configs):
 - spec:         speculation as the server decides (the default load policy, --spec-max-running);
 - spec-always:  a second server started with the policy off (--spec-max-running 1000): drafting at every level.
 Levels run in turn, and within a level every configuration runs back to back (both servers stay up), so drift in
-machine load hits all alike; `drafted` is the share of target calls that verified a draft (the policy at work).
+machine load hits all alike; with `--repeats N` each level runs N times, the order of the configurations reversed
+every other time (a fixed order would hand whatever drift there is to the configuration that always runs last),
+and the table pools them. `drafted` is the share of target calls that verified a draft (the policy at work).
 Each level runs `--requests-per-level` streamed requests (at least one per client) with `concurrency` clients
 pulling from one queue, and stops issuing new ones after `--time-limit-s`. Throughput = generated tokens / wall
 time of the level; latency = request to last byte at the client; TTFT = request to first text chunk.
@@ -34,6 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from server.settings import DEFAULT_DRAFT  # noqa: E402
+
 log = logging.getLogger("load_test")
 
 
@@ -43,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--api-key", help="API key of the server given with --url")
     parser.add_argument("--model", help="model id to send (default: what /v1/models lists)")
     parser.add_argument("--target", default="qwen2.5-coder-1.5b-instruct", help="target model spec (started servers)")
-    parser.add_argument("--draft", default="qwen2.5-coder-0.5b-instruct", help="draft model spec (started servers)")
+    parser.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model spec (started servers)")
     parser.add_argument("--prompt-lookup", action="store_true", help="prompt lookup instead of a draft model")
     parser.add_argument("--target-weight-format", default="int8", help="target IR weight format")
     parser.add_argument("--draft-weight-format", default="int8", help="draft IR weight format")
@@ -53,7 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--spec-max-running", type=int, default=None, help="server's load policy (default: the server's)")
     parser.add_argument("--configs", default="plain,spec,spec-always", help="comma-separated: plain, spec, spec-always")
     parser.add_argument("--concurrency", default="1,2,4,8", help="client counts, comma-separated")
-    parser.add_argument("--requests-per-level", type=int, default=8, help="requests per (config, concurrency)")
+    parser.add_argument("--requests-per-level", type=int, default=8, help="requests per (config, concurrency, repeat)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of every level, alternating the configurations' order")
     parser.add_argument("--time-limit-s", type=float, default=120.0, help="stop issuing requests in a level after this")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--prompts", default="prompts/humaneval.jsonl", help="JSONL with a 'prompt' field per line")
@@ -112,9 +117,22 @@ async def run_level(url: str, headers: dict, model: str, prompts: list[str], con
     latencies = sorted(r["latency_s"] for r in ok)
     tokens = sum(r["tokens"] for r in ok)
     return {"concurrency": concurrency, "requests": len(results), "failed": len(results) - len(ok),
-            "tokens": tokens, "wall_s": round(wall, 3), "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
+            "tokens": tokens, "wall_s": round(wall, 3), "latencies_s": [round(x, 3) for x in latencies],
+            "ttfts_s": [round(r["ttft_s"], 3) for r in ok]}
+
+
+def pooled(rows: list[dict]) -> dict:
+    """One (config, concurrency) over its repeats: throughput = all tokens / all wall time, pooled percentiles."""
+    tokens, wall = sum(r["tokens"] for r in rows), sum(r["wall_s"] for r in rows)
+    latencies = sorted(x for r in rows for x in r["latencies_s"])
+    ttfts = sorted(x for r in rows for x in r["ttfts_s"])
+    steps = sum(r["target_calls"] for r in rows)
+    return {"config": rows[0]["config"], "concurrency": rows[0]["concurrency"], "repeats": len(rows),
+            "requests": sum(r["requests"] for r in rows), "failed": sum(r["failed"] for r in rows),
+            "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p99_s": round(_percentile(latencies, 99), 3),
-            "ttft_p50_s": round(_percentile(sorted(r["ttft_s"] for r in ok), 50), 3)}
+            "ttft_p50_s": round(_percentile(ttfts, 50), 3),
+            "drafted_steps_share": round(sum(r["drafted_calls"] for r in rows) / steps, 3) if steps else 0.0}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -164,20 +182,21 @@ def main() -> int:
         return calls["speculative"], calls["plain"]
 
     def measure(servers: dict[str, tuple[str, str]]) -> None:
-        """Levels outer, configurations inner: drift in machine load hits every configuration alike."""
+        """Levels outer, then repeats, configurations inner (order reversed every other repeat)."""
         for url, model in set(servers.values()):
             warm = argparse.Namespace(**{**vars(args), "requests_per_level": 1})
             asyncio.run(run_level(url, headers, model, prompts[:1], 1, warm, True))
         for concurrency in levels:
-            for config, (url, model) in servers.items():
-                spec_before, plain_before = drafted_share(url)
-                row = asyncio.run(run_level(url, headers, model, prompts, concurrency, args, config != "plain"))
-                spec_after, plain_after = drafted_share(url)
-                steps = (spec_after - spec_before) + (plain_after - plain_before)
-                row["config"] = config
-                row["drafted_steps_share"] = round((spec_after - spec_before) / steps, 3) if steps else 0.0
-                results.append(row)
-                log.info("%s", row)
+            for repeat in range(args.repeats):
+                order = list(servers.items())
+                for config, (url, model) in order if repeat % 2 == 0 else order[::-1]:
+                    spec_before, plain_before = drafted_share(url)
+                    row = asyncio.run(run_level(url, headers, model, prompts, concurrency, args, config != "plain"))
+                    spec_after, plain_after = drafted_share(url)
+                    row.update(config=config, repeat=repeat, drafted_calls=spec_after - spec_before,
+                               target_calls=(spec_after - spec_before) + (plain_after - plain_before))
+                    results.append(row)
+                    log.info("%s c=%d repeat %d: %.2f tok/s", config, concurrency, repeat, row["tokens"] / row["wall_s"])
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         servers: dict[str, tuple[str, str]] = {}
@@ -196,13 +215,16 @@ def main() -> int:
         servers = {c: servers[c] for c in configs if c in servers}
         measure(servers)
 
+    table = [pooled([r for r in results if (r["config"], r["concurrency"]) == key])
+             for key in sorted({(r["config"], r["concurrency"]) for r in results},
+                               key=lambda key: (key[1], configs.index(key[0])))]
     print(f"\n{'config':<12}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'p50 s':>8}{'p99 s':>8}{'TTFT p50':>10}{'drafted':>9}")
-    for row in sorted(results, key=lambda r: (r["concurrency"], configs.index(r["config"]))):
+    for row in table:
         print(f"{row['config']:<12}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
               f"{row['throughput_tok_s']:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p99_s']:>8.2f}{row['ttft_p50_s']:>10.2f}"
               f"{row['drafted_steps_share']:>9.0%}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "table": table, "runs": results}, indent=1) + "\n")
     return 0
 
 
