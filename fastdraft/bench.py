@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
     parser.add_argument("--compare-draft", action="append", default=[], metavar="DRAFT",
                         help="another draft for our engine on the same target, measured in the same run at --ks "
-                             "(repeatable; e.g. the shipped draft vs the off-the-shelf 0.5B)")
+                             "and adaptive (repeatable; e.g. the shipped draft vs the off-the-shelf 0.5B)")
     parser.add_argument("--json", dest="json_out", help="write all measurements to this JSON file")
     parser.set_defaults(func=run)
 
@@ -123,6 +123,8 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
         other_engine = Engine(engine.target, proposer, engine.config, eos_token_ids=engine.eos_token_ids)
         for k in ks:
             configs.append((f"{other.name} k={k}", _ours(other_engine, {"num_draft_tokens": k, "adaptive": False})))
+        if not args.no_adaptive:
+            configs.append((f"{other.name} adaptive", _ours(other_engine, {"adaptive": True})))
     if not args.no_genai:
         import openvino_genai
 
