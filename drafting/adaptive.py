@@ -10,18 +10,25 @@ expected tokens per second under the speculative-decoding cost model (REFERENCE.
 alpha, t_draft and t_target are exponential moving averages of what the engine observed, so k follows
 the text: long on boilerplate the draft predicts, short (or off) where it fails.
 
-Within a step, k is only a cap: the draft also stops once its own probability that the whole draft is
-right falls below `min_confidence()`, the break-even point where one more draft token costs (draft call
-plus its share of the verify) as much as the time it would save if accepted:
+Within a step, k is only a cap: the draft stops once the chance that the whole draft is accepted falls
+below the break-even point where one more draft token costs (draft call plus its share of the verify)
+as much as the time it would save if accepted:
 
-    min_confidence = (t_draft + dt_target/dk) / (time per emitted token)
+    chance    = product over drafted tokens of P(accepted | the probability the draft gave it)
+    break-even = (t_draft + dt_target/dk) / (time per emitted token)
 
-A cheap draft (3.5 ms against a 90 ms target step) rarely stops; a 0.5B one (30 ms) stops on a doubt.
+P(accepted | probability) is learned during the generation, per tenth of probability: a draft's own
+probability is a poor estimate of acceptance (a 0.5B sibling at 0.5 is accepted ~90% of the time, since
+the target hesitates between the same tokens), so it is calibrated, not trusted.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from drafting.request import MAX_DRAFT_TOKENS
+
+CALIBRATION_BUCKETS = 10  # tenths of the draft's probability
 
 
 class FixedDraftLength:
@@ -31,8 +38,8 @@ class FixedDraftLength:
     def next_k(self) -> int:
         return self.k
 
-    def min_confidence(self) -> float:
-        return 0.0  # a fixed k drafts k tokens
+    def draft_stop(self) -> None:
+        return None  # a fixed k drafts k tokens
 
     def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float) -> None:
         pass
@@ -51,6 +58,11 @@ class AdaptiveDraftLength:
         self._target_time: dict[int, float] = {}  # k -> moving average of one target call
         self._time_per_token: float | None = None  # moving average of step time / emitted tokens
         self._steps_off = 0
+        # P(accepted | draft probability) per bucket; prior: one observation at face value
+        self._bucket_tested = np.ones(CALIBRATION_BUCKETS)
+        self._bucket_accepted = (np.arange(CALIBRATION_BUCKETS) + 0.5) / CALIBRATION_BUCKETS
+        self._step_probabilities: list[float] = []  # of the tokens drafted in the current step
+        self._step_chance = 1.0
 
     @property
     def alpha(self) -> float:
@@ -66,11 +78,36 @@ class AdaptiveDraftLength:
             self._draft_token_time = per_token if self._draft_token_time is None else d * self._draft_token_time + (1 - d) * per_token
         previous = self._target_time.get(num_drafted)
         self._target_time[num_drafted] = target_time_s if previous is None else d * previous + (1 - d) * target_time_s
+        for position, probability in enumerate(self._step_probabilities[:num_accepted + 1]):
+            bucket = self._bucket(probability)
+            self._bucket_tested[bucket] += 1
+            self._bucket_accepted[bucket] += position < num_accepted
+        self._step_probabilities = []
         per_emitted = (draft_time_s + target_time_s) / (num_accepted + 1)
         self._time_per_token = per_emitted if self._time_per_token is None else d * self._time_per_token + (1 - d) * per_emitted
         self.k = self._choose()
 
-    def min_confidence(self) -> float:
+    @staticmethod
+    def _bucket(probability: float) -> int:
+        return min(int(probability * CALIBRATION_BUCKETS), CALIBRATION_BUCKETS - 1)
+
+    def acceptance_given(self, probability: float) -> float:
+        """Learned P(target accepts a drafted token | the probability the draft gave it)."""
+        bucket = self._bucket(probability)
+        return float(self._bucket_accepted[bucket] / self._bucket_tested[bucket])
+
+    def draft_stop(self) -> "AdaptiveDraftLength":
+        """Start a step: the draft then asks keep_drafting() after each token."""
+        self._step_probabilities, self._step_chance = [], 1.0
+        return self
+
+    def keep_drafting(self, probability: float) -> bool:
+        self._step_probabilities.append(probability)
+        self._step_chance *= self.acceptance_given(probability)
+        return self._step_chance >= self.break_even()
+
+    def break_even(self) -> float:
+        """Chance of acceptance below which one more drafted token costs more than it is expected to save."""
         if self._draft_token_time is None or not self._time_per_token:
             return 0.0
         seen = sorted(self._target_time)

@@ -22,6 +22,7 @@ import numpy as np
 
 from drafting.kv_session import KVSession
 from drafting.ov_model import StatefulCausalLM
+from drafting.proposer import DraftStop
 from drafting.sampling import SamplingParams, probabilities, sample
 
 VOCAB_MAP_FILE = "draft_vocab_map.json"
@@ -73,9 +74,8 @@ class DraftModelSession:
         self.cache = KVSession(proposer.model)
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-                min_confidence: float = 0.0) -> tuple[list[int], np.ndarray | None]:
-        """Up to k draft tokens; stops early once the draft's own probability that every token so far is
-        right (the product of the probabilities it gave its picks) falls below `min_confidence`."""
+                stop: DraftStop | None = None) -> tuple[list[int], np.ndarray | None]:
+        """Up to k draft tokens; after each, `stop` (if given) hears the probability the draft gave it."""
         proposer = self.proposer
         if proposer.target_to_draft is not None:
             context = proposer.target_to_draft[np.asarray(context, dtype=np.int64)].tolist()
@@ -83,22 +83,20 @@ class DraftModelSession:
         logits = self.cache.forward(context[kept:], 1)[0]  # [draft vocab]
         ids: list[int] = []
         q_rows: list[np.ndarray] = []
-        confidence = 1.0
         for i in range(k):
             if proposer.unknown_row is not None:
                 logits[proposer.unknown_row] = -np.inf  # "some rare token" names nothing the target can verify
             if params.greedy:
                 row = int(logits.argmax())
-                if min_confidence > 0.0:
-                    confidence *= top_probability(logits, row)
+                probability = top_probability(logits, row) if stop is not None else 1.0
             else:
                 q = probabilities(logits, params)
                 row = sample(q, rng)
                 q_rows.append(self._to_target_vocab(q))
-                confidence *= float(q[row])
+                probability = float(q[row])
             token = row if proposer.draft_to_target is None else int(proposer.draft_to_target[row])
             ids.append(token)
-            if confidence < min_confidence:
+            if stop is not None and not stop.keep_drafting(probability):
                 break  # this token is still offered (its cost is paid); the next draft call is saved
             if i < k - 1:
                 logits = self.cache.forward([row if proposer.target_to_draft is not None else token], 1)[0]

@@ -23,7 +23,7 @@ from drafting.errors import ContextLengthError
 from drafting.kv_session import KVSession
 from drafting.logprobs import TokenLogprob, token_logprobs
 from drafting.ov_model import StatefulCausalLM
-from drafting.proposer import Proposer, ProposerSession
+from drafting.proposer import DraftStop, Proposer, ProposerSession
 from drafting.rejection import verify
 from drafting.request import GenerationRequest, GenerationResult, TokenGroup
 from drafting.sampling import SamplingParams, probabilities, sample
@@ -194,13 +194,13 @@ class Generation:
         return sample(probabilities(logits, params), rng)
 
     def _speculative_step(self, target: KVSession, session: ProposerSession | None, context: list[int], k: int,
-                          rng: np.random.Generator | None, min_confidence: float = 0.0,
+                          rng: np.random.Generator | None, stop: DraftStop | None = None,
                           ) -> tuple[list[int], StepStats, list[TokenLogprob] | None]:
         params: SamplingParams = self.request.sampling
         draft_ids, draft_probs, draft_time = [], None, 0.0
         if session is not None and k > 0:
             start = time.perf_counter()
-            draft_ids, draft_probs = session.propose(context, k, params, rng, min_confidence)
+            draft_ids, draft_probs = session.propose(context, k, params, rng, stop)
             draft_time = time.perf_counter() - start
         start = time.perf_counter()
         logits = target.forward([context[-1]] + draft_ids, len(draft_ids) + 1)  # [k + 1, vocab]
@@ -233,7 +233,7 @@ class Generation:
             if session is not None and self.engine._speculation_allowed():
                 k = max(0, min(policy.next_k(), remaining - 1))
             new_tokens, step, logprobs = self._speculative_step(slot.target, session, context, k, rng,
-                                                                policy.min_confidence())
+                                                                policy.draft_stop())
             if session is not None:
                 policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s)
                 session.observe(step.num_drafted, step.num_accepted)

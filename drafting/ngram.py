@@ -28,7 +28,7 @@ class PromptLookupSession:
         self.proposer = proposer
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-                min_confidence: float = 0.0) -> tuple[list[int], None]:  # a lookup has no confidence to use
+                stop=None) -> tuple[list[int], None]:  # a lookup scores nothing to ask `stop` with
         return find_continuation(np.asarray(context, dtype=np.int64), k, self.proposer.max_ngram,
                                  self.proposer.min_ngram), None
 

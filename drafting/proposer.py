@@ -14,16 +14,21 @@ import numpy as np
 from drafting.sampling import SamplingParams
 
 
+class DraftStop(Protocol):
+    def keep_drafting(self, probability: float) -> bool:
+        """Told the probability the proposer gave the token it just drafted: whether to draft another."""
+        ...
+
+
 class ProposerSession(Protocol):
     def propose(
         self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-        min_confidence: float = 0.0,
+        stop: DraftStop | None = None,
     ) -> tuple[list[int], np.ndarray | None]:
         """Up to k draft ids continuing `context`, and their q distributions [n, vocab] (None: point masses).
 
-        May return fewer than k ids (even none) when it has nothing good to offer; a proposer that can
-        estimate its chance of being right stops once that chance for the whole draft is below
-        `min_confidence` (0: never stop early).
+        May return fewer than k ids (even none) when it has nothing good to offer; a proposer that scores
+        its tokens asks `stop` after each one whether to go on (None: draft k).
         """
         ...
 

@@ -94,23 +94,32 @@ def test_compaction_keeps_output_exact(models, monkeypatch):
     assert slot.target.compactions > 0
 
 
-@pytest.mark.parametrize("min_confidence", [0.0, 0.3, 1.0])
-def test_confidence_stop_drafts_fewer_tokens_and_stays_exact(models, min_confidence, monkeypatch):
+class StopAfter:
+    """A DraftStop that lets the draft go on for `n` tokens, recording the probabilities it hears."""
+
+    def __init__(self, n: int):
+        self.n, self.heard = n, []
+
+    def keep_drafting(self, probability: float) -> bool:
+        self.heard.append(probability)
+        return len(self.heard) < self.n
+
+
+@pytest.mark.parametrize("stop_after", [1, 3, 6])
+def test_draft_stop_shortens_drafts_and_output_stays_exact(models, stop_after, monkeypatch):
     from drafting import adaptive
 
     proposer = DraftModelProposer(models["near"], models["target"].vocab_size)
     greedy = GenerationRequest(prompt_ids=[1], max_new_tokens=1).sampling
-    drafted = proposer.new_session().propose(PROMPTS[1], 6, greedy, None, min_confidence)[0]
-    if min_confidence == 0.0:
-        assert len(drafted) == 6
-    elif min_confidence == 1.0:
-        assert len(drafted) == 1  # the draft's chance of being right is < 1 after one token
-    # the engine passes the policy's threshold to the draft; the output stays the target's
-    monkeypatch.setattr(adaptive.FixedDraftLength, "min_confidence", lambda self: min_confidence)
+    stop = StopAfter(stop_after)
+    drafted = proposer.new_session().propose(PROMPTS[1], 6, greedy, None, stop)[0]
+    assert len(drafted) == stop_after and len(stop.heard) == stop_after
+    assert all(0.0 < p <= 1.0 for p in stop.heard)  # the draft's own probability of each pick
+    # the engine hands the policy's stop to the draft each step; the output stays the target's
+    monkeypatch.setattr(adaptive.FixedDraftLength, "draft_stop", lambda self: StopAfter(stop_after))
     engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=6))
     result = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[2], max_new_tokens=80))
     assert result.token_ids == plain(models, PROMPTS[2], 80).token_ids
-    if min_confidence == 1.0:
+    assert result.stats.draft_tokens <= stop_after * result.stats.drafts
+    if stop_after == 1:
         assert result.stats.draft_tokens == result.stats.drafts
-    elif min_confidence == 0.0:
-        assert result.stats.draft_tokens > result.stats.drafts

@@ -33,14 +33,34 @@ def test_adaptive_lengthens_when_the_draft_is_right_and_stops_when_it_is_wrong()
     assert probes.count(1) == 1  # but it keeps probing now and then
 
 
-def test_confidence_threshold_is_the_break_even_of_one_more_draft_token():
-    assert FixedDraftLength(5).min_confidence() == 0.0
+def test_break_even_is_where_one_more_draft_token_stops_paying():
+    assert FixedDraftLength(5).draft_stop() is None  # a fixed k drafts k tokens
     policy = AdaptiveDraftLength(initial_k=4, decay=0.0)  # decay 0: the last observation only
-    assert policy.min_confidence() == 0.0  # nothing measured yet: draft the whole k
+    assert policy.break_even() == 0.0  # nothing measured yet: draft the whole k
     policy.observe(2, 1, draft_time_s=0.006, target_time_s=0.090)  # 3 ms a draft token, 90 ms at k=2
     policy.observe(4, 3, draft_time_s=0.012, target_time_s=0.098)  # 98 ms at k=4: 4 ms per verified token
     # (3 ms draft + 4 ms verify) / ((12 + 98) ms / 4 emitted tokens)
-    assert abs(policy.min_confidence() - 0.007 / (0.110 / 4)) < 1e-9
+    assert abs(policy.break_even() - 0.007 / (0.110 / 4)) < 1e-9
+
+
+def test_draft_probabilities_are_calibrated_against_what_the_target_accepts():
+    policy = AdaptiveDraftLength(initial_k=4)
+    assert abs(policy.acceptance_given(0.42) - 0.45) < 1e-9  # prior: face value, by tenths
+    for _ in range(30):  # a draft unsure of itself (p = 0.42) that the target always agrees with
+        stop = policy.draft_stop()
+        for _ in range(4):
+            stop.keep_drafting(0.42)
+        policy.observe(4, 4, draft_time_s=0.004, target_time_s=0.1)
+    assert policy.acceptance_given(0.42) > 0.95
+    assert policy.acceptance_given(0.95) == 0.95  # buckets it never saw keep the prior
+    stop = policy.draft_stop()
+    assert [stop.keep_drafting(0.42) for _ in range(4)] == [True] * 4  # calibrated: worth going on
+    for _ in range(60):  # tokens it gives p = 0.25 are always rejected
+        policy.draft_stop().keep_drafting(0.25)
+        policy.observe(1, 0, draft_time_s=0.001, target_time_s=0.1)
+    assert policy.acceptance_given(0.25) < 0.005 < policy.break_even()  # 1 ms draft, ~101 ms a token
+    assert policy.draft_stop().keep_drafting(0.25) is False  # ... so the draft stops right there
+    assert policy.draft_stop().keep_drafting(0.42) is True
 
 
 def test_alpha_counts_only_positions_that_were_tested():
