@@ -22,9 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-format", default="int8", choices=["int8", "int4", "fp16", "fp32"],
                         help="IR weight format for catalog models (default int8)")
     parser.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
-                        help="default: f32 activations with OpenVINO's int8 dynamic quantization and f16 KV cache "
-                             "(fast); f32: full f32 everywhere (bit-exact comparisons, slower verify); bf16, f16: "
-                             "those activations")
+                        help="OpenVINO inference precision hint (f32 for bit-exact comparisons)")
 
 
 def register(subparsers) -> None:

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     no_draft: bool = Field(False, description="no proposer: plain decoding only")
     target_weight_format: str = Field("int8", description="weight format of the target IR when converting from a catalog name (int8, int4, fp16, fp32)")
     draft_weight_format: str = Field("int8", description="weight format of the draft IR when converting from a catalog name")
-    precision: str | None = Field(None, description="default: f32 activations, int8 dynamic quantization, f16 KV cache; f32: full f32 (bit-exact checks); bf16 or f16 activations")
+    precision: str | None = Field(None, description="OpenVINO inference precision hint (e.g. f32); default: the runtime's")
     pull: bool = Field(True, description="pull and convert catalog models on first start (false: fail if not prepared)")
     served_model_name: str | None = Field(None, description="model id clients send and /v1/models lists; default: the target's name")
 
