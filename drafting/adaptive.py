@@ -18,8 +18,8 @@ as much as the time it would save if accepted:
     break-even = (t_draft + dt_target/dk) / (time per emitted token)
 
 P(accepted | probability) is learned during the generation, per tenth of probability: a draft's own
-probability is a poor estimate of acceptance (a 0.5B sibling at 0.5 is accepted ~90% of the time, since
-the target hesitates between the same tokens), so it is calibrated, not trusted.
+probability is not an acceptance rate (stopping on it raw cut the 0.5B sibling's drafts to a mean
+accepted length of 3.3 against 4.9 at k=5 on code), so it is calibrated, not trusted.
 """
 
 from __future__ import annotations
