@@ -7,7 +7,7 @@
 
 Configurations (--configs):
 - plain:        every request sends speculative.enabled=false (plain decoding), on the policy server;
-- spec:         speculation as the server decides (the default load policy, --spec-max-running);
+- spec:         speculation as the server decides (its load policy: --spec-max-running here, or the server's default);
 - spec-always:  a second server started with the policy off (--spec-max-running 1000): drafting at every level.
 Levels run in turn, and within a level every configuration runs back to back (both servers stay up), so drift in
 machine load hits all alike; with `--repeats N` each level runs N times, the order of the configurations reversed
@@ -54,7 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default=None, help="OpenVINO precision hint")
     parser.add_argument("--num-draft-tokens", type=int, default=5, help="draft length k")
     parser.add_argument("--max-running", type=int, default=8, help="server's concurrent generations")
-    parser.add_argument("--spec-max-running", type=int, default=None, help="server's load policy (default: the server's)")
+    parser.add_argument("--spec-max-running", type=int, default=None,
+                        help="the policy server's load policy (default: the server's default, drafting at any load)")
     parser.add_argument("--configs", default="plain,spec,spec-always", help="comma-separated: plain, spec, spec-always")
     parser.add_argument("--concurrency", default="1,2,4,8", help="client counts, comma-separated")
     parser.add_argument("--requests-per-level", type=int, default=8, help="requests per (config, concurrency, repeat)")

@@ -109,9 +109,9 @@ def sampling_params(temperature: float | None, top_p: float | None, top_k: int |
 
 
 def choose_speculation(runtime: Runtime, options: SpeculativeOptions | None) -> bool:
-    """Whether this request may speculate. The load policy itself (no drafting while more than
-    --spec-max-running requests run) is applied by the engine at every step, so a long request stops drafting
-    as soon as others arrive and resumes when they leave."""
+    """Whether this request may speculate. The load policy itself (if --spec-max-running is set: no drafting
+    while more requests run) is applied by the engine at every step, so a long request stops drafting as soon
+    as others arrive and resumes when they leave."""
     if options is not None and options.enabled is False:
         return False
     if not runtime.has_proposer:

@@ -32,10 +32,12 @@ class Settings(BaseSettings):
     # --- speculation
     num_draft_tokens: int = Field(5, ge=1, le=16, description="default draft length k (requests may override with speculative.num_draft_tokens)")
     adaptive: bool = Field(False, description="adaptive draft length by default (requests may override with speculative.adaptive)")
-    spec_max_running: int = Field(
-        1, ge=0,
+    spec_max_running: int | None = Field(
+        None, ge=0,
         description="load policy, applied by the engine at every step: draft only while at most this many requests "
-                    "are generating; above that the target is saturated and drafting only adds work (0: never draft)")
+                    "are generating (0: never draft; default: at any load). Target calls are not batched across "
+                    "requests, so a verify replaces its own request's decode step and drafting pays at every level "
+                    "with a cheap draft (shipped draft: 1.8-2.1x at 1, 2 and 4 clients); set it for a costly draft")
 
     # --- HTTP
     host: str = Field("127.0.0.1", description="address to bind")
