@@ -41,7 +41,8 @@ class FixedDraftLength:
     def draft_stop(self) -> None:
         return None  # a fixed k drafts k tokens
 
-    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float) -> None:
+    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float,
+                catch_up_s: float = 0.0) -> None:
         pass
 
 
@@ -52,8 +53,10 @@ class AdaptiveDraftLength:
         self.max_k = max_k
         self.decay = decay  # weight of history in the moving averages
         self.probe_every = probe_every  # when drafting is off, try k=1 this often to notice recovery
-        self._accepted = 0.0  # decayed counts of tested and accepted draft positions
-        self._tested = 0.0
+        # decayed counts of tested and accepted draft positions; prior: 1 of 2, so one unlucky first draft
+        # (the 0.5B: 0 of 5 on a prompt it then drafts at 0.9) does not switch drafting off for 8 steps
+        self._accepted = 1.0
+        self._tested = 2.0
         self._draft_token_time: float | None = None
         self._target_time: dict[int, float] = {}  # k -> moving average of one target call
         self._time_per_token: float | None = None  # moving average of step time / emitted tokens
@@ -68,14 +71,20 @@ class AdaptiveDraftLength:
     def alpha(self) -> float:
         return self._accepted / self._tested if self._tested else 0.5
 
-    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float) -> None:
+    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float,
+                catch_up_s: float = 0.0) -> None:
+        """catch_up_s: the part of draft_time_s spent on the draft's first call of the step, which also feeds
+        what the draft had not seen (its whole prompt on the first step: a 0.5B draft's prefill looked like
+        257 ms a token and switched drafting off for the whole generation)."""
         d = self.decay
         if num_drafted:
             tested = min(num_accepted + 1, num_drafted)  # positions actually compared before the first reject
             self._accepted = d * self._accepted + num_accepted
             self._tested = d * self._tested + tested
-            per_token = draft_time_s / num_drafted
-            self._draft_token_time = per_token if self._draft_token_time is None else d * self._draft_token_time + (1 - d) * per_token
+            if num_drafted > 1 or catch_up_s == 0.0:  # a token's cost, from the calls that draft one token each
+                per_token = (draft_time_s - catch_up_s) / (num_drafted - 1) if catch_up_s else draft_time_s / num_drafted
+                self._draft_token_time = per_token if self._draft_token_time is None else d * self._draft_token_time + (1 - d) * per_token
+            draft_time_s = num_drafted * (self._draft_token_time or 0.0)  # steady-state cost, for time per token
         previous = self._target_time.get(num_drafted)
         self._target_time[num_drafted] = target_time_s if previous is None else d * previous + (1 - d) * target_time_s
         for position, probability in enumerate(self._step_probabilities[:num_accepted + 1]):

@@ -16,6 +16,7 @@ ids and stays exact.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,7 @@ class DraftModelSession:
     def __init__(self, proposer: DraftModelProposer):
         self.proposer = proposer
         self.cache = KVSession(proposer.model)
+        self.last_catch_up_s = 0.0  # time of the last propose's first call, which feeds what the draft had not seen
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
                 stop: DraftStop | None = None) -> tuple[list[int], np.ndarray | None]:
@@ -80,7 +82,9 @@ class DraftModelSession:
         if proposer.target_to_draft is not None:
             context = proposer.target_to_draft[np.asarray(context, dtype=np.int64)].tolist()
         kept = self.cache.sync(context)
+        start = time.perf_counter()
         logits = self.cache.forward(context[kept:], 1)[0]  # [draft vocab]
+        self.last_catch_up_s = time.perf_counter() - start
         ids: list[int] = []
         q_rows: list[np.ndarray] = []
         for i in range(k):

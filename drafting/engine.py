@@ -235,7 +235,8 @@ class Generation:
             new_tokens, step, logprobs = self._speculative_step(slot.target, session, context, k, rng,
                                                                 policy.draft_stop())
             if session is not None:
-                policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s)
+                policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s,
+                               session.last_catch_up_s if step.num_drafted else 0.0)
                 session.observe(step.num_drafted, step.num_accepted)
             yield self._emit(new_tokens, step, context, started, k, logprobs)
 

@@ -26,6 +26,7 @@ class PromptLookupProposer:
 class PromptLookupSession:
     def __init__(self, proposer: PromptLookupProposer):
         self.proposer = proposer
+        self.last_catch_up_s = 0.0
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
                 stop=None) -> tuple[list[int], None]:  # a lookup scores nothing to ask `stop` with

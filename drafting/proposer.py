@@ -21,6 +21,10 @@ class DraftStop(Protocol):
 
 
 class ProposerSession(Protocol):
+    # seconds of the last propose() spent catching up on context the proposer had not seen (a draft model's
+    # prompt prefill, the tokens accepted since its last call); 0 for a proposer without such a cost
+    last_catch_up_s: float
+
     def propose(
         self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
         stop: DraftStop | None = None,

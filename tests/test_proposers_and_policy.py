@@ -43,6 +43,14 @@ def test_break_even_is_where_one_more_draft_token_stops_paying():
     assert abs(policy.break_even() - 0.007 / (0.110 / 4)) < 1e-9
 
 
+def test_the_drafts_catch_up_call_is_not_counted_as_a_draft_tokens_cost():
+    policy = AdaptiveDraftLength(initial_k=5)
+    # first step: the draft's first call prefilled the prompt (1 s), then 4 one-token calls of 30 ms
+    policy.observe(5, 0, draft_time_s=1.0 + 4 * 0.03, target_time_s=0.1, catch_up_s=1.0)
+    assert abs(policy._draft_token_time - 0.03) < 1e-9
+    assert policy.next_k() > 0  # an unlucky, expensive first step does not switch drafting off
+
+
 def test_draft_probabilities_are_calibrated_against_what_the_target_accepts():
     policy = AdaptiveDraftLength(initial_k=4)
     assert abs(policy.acceptance_given(0.42) - 0.45) < 1e-9  # prior: face value, by tenths
