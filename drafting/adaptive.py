@@ -66,10 +66,11 @@ class AdaptiveDraftLength:
         self._bucket_accepted = (np.arange(CALIBRATION_BUCKETS) + 0.5) / CALIBRATION_BUCKETS
         self._step_probabilities: list[float] = []  # of the tokens drafted in the current step
         self._step_chance = 1.0
+        self._step_break_even = 0.0
 
     @property
     def alpha(self) -> float:
-        return self._accepted / self._tested if self._tested else 0.5
+        return self._accepted / self._tested  # the prior keeps _tested > 0
 
     def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float,
                 catch_up_s: float = 0.0) -> None:
@@ -77,14 +78,17 @@ class AdaptiveDraftLength:
         what the draft had not seen (its whole prompt on the first step: a 0.5B draft's prefill looked like
         257 ms a token and switched drafting off for the whole generation)."""
         d = self.decay
+        steady_draft_time = draft_time_s  # what the step costs without catch-up
         if num_drafted:
             tested = min(num_accepted + 1, num_drafted)  # positions actually compared before the first reject
             self._accepted = d * self._accepted + num_accepted
             self._tested = d * self._tested + tested
-            if num_drafted > 1 or catch_up_s == 0.0:  # a token's cost, from the calls that draft one token each
-                per_token = (draft_time_s - catch_up_s) / (num_drafted - 1) if catch_up_s else draft_time_s / num_drafted
+            # a token's cost, from the calls that draft one token each (all of them when there was no catch-up)
+            one_token_calls = num_drafted - 1 if catch_up_s else num_drafted
+            if one_token_calls:
+                per_token = (draft_time_s - catch_up_s) / one_token_calls
                 self._draft_token_time = per_token if self._draft_token_time is None else d * self._draft_token_time + (1 - d) * per_token
-            draft_time_s = num_drafted * (self._draft_token_time or 0.0)  # steady-state cost, for time per token
+            steady_draft_time = num_drafted * (self._draft_token_time or 0.0)
         previous = self._target_time.get(num_drafted)
         self._target_time[num_drafted] = target_time_s if previous is None else d * previous + (1 - d) * target_time_s
         for position, probability in enumerate(self._step_probabilities[:num_accepted + 1]):
@@ -92,7 +96,7 @@ class AdaptiveDraftLength:
             self._bucket_tested[bucket] += 1
             self._bucket_accepted[bucket] += position < num_accepted
         self._step_probabilities = []
-        per_emitted = (draft_time_s + target_time_s) / (num_accepted + 1)
+        per_emitted = (steady_draft_time + target_time_s) / (num_accepted + 1)
         self._time_per_token = per_emitted if self._time_per_token is None else d * self._time_per_token + (1 - d) * per_emitted
         self.k = self._choose()
 
@@ -108,12 +112,13 @@ class AdaptiveDraftLength:
     def draft_stop(self) -> "AdaptiveDraftLength":
         """Start a step: the draft then asks keep_drafting() after each token."""
         self._step_probabilities, self._step_chance = [], 1.0
+        self._step_break_even = self.break_even()  # fixed within the step: nothing is observed until it ends
         return self
 
     def keep_drafting(self, probability: float) -> bool:
         self._step_probabilities.append(probability)
         self._step_chance *= self.acceptance_given(probability)
-        return self._step_chance >= self.break_even()
+        return self._step_chance >= self._step_break_even
 
     def break_even(self) -> float:
         """Chance of acceptance below which one more drafted token costs more than it is expected to save."""
