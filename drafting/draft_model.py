@@ -76,7 +76,7 @@ class DraftModelSession:
         self.last_catch_up_s = 0.0  # time of the last propose's first call, which feeds what the draft had not seen
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-                stop: DraftStop | None = None) -> tuple[list[int], np.ndarray | None]:
+                stop: DraftStop | None = None, limit: int | None = None) -> tuple[list[int], np.ndarray | None]:
         """Up to k draft tokens; after each, `stop` (if given) hears the probability the draft gave it."""
         proposer = self.proposer
         if proposer.target_to_draft is not None:

@@ -194,13 +194,14 @@ class Generation:
         return sample(probabilities(logits, params), rng)
 
     def _speculative_step(self, target: KVSession, session: ProposerSession | None, context: list[int], k: int,
-                          rng: np.random.Generator | None, stop: DraftStop | None = None,
+                          rng: np.random.Generator | None, stop: DraftStop | None = None, limit: int = 0,
                           ) -> tuple[list[int], StepStats, list[TokenLogprob] | None]:
         params: SamplingParams = self.request.sampling
         draft_ids, draft_probs, draft_time = [], None, 0.0
         if session is not None and k > 0:
             start = time.perf_counter()
-            draft_ids, draft_probs = session.propose(context, k, params, rng, stop)
+            draft_ids, draft_probs = session.propose(context, k, params, rng, stop, limit=max(k, limit))
+            assert len(draft_ids) <= max(k, limit), (len(draft_ids), k, limit)
             draft_time = time.perf_counter() - start
         start = time.perf_counter()
         logits = target.forward([context[-1]] + draft_ids, len(draft_ids) + 1)  # [k + 1, vocab]
@@ -233,7 +234,7 @@ class Generation:
             if session is not None and self.engine._speculation_allowed():
                 k = max(0, min(policy.next_k(), remaining - 1))
             new_tokens, step, logprobs = self._speculative_step(slot.target, session, context, k, rng,
-                                                                policy.draft_stop())
+                                                                policy.draft_stop(), limit=remaining - 1)
             if session is not None:
                 policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s,
                                session.last_catch_up_s if step.num_drafted else 0.0)

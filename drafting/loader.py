@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from drafting.draft_model import DraftModelProposer
+from drafting.draft_with_lookup import COPY_TOKENS, DraftWithLookupProposer
 from drafting.engine import Engine, EngineConfig
 from drafting.errors import EngineError
 from drafting.ngram import PromptLookupProposer
@@ -29,13 +30,14 @@ def compile_model(model, precision: str | None = None) -> StatefulCausalLM:
 
 def load_engine(target, draft=None, prompt_lookup: bool = False, num_draft_tokens: int = 5,
                 adaptive: bool = False, precision: str | None = None, max_sessions: int = 4,
-                speculative_max_concurrency: int | None = None) -> Engine:
-    if draft is not None and prompt_lookup:
-        raise ValueError("choose one proposer: a draft model or prompt lookup, not both")
+                speculative_max_concurrency: int | None = None, copy_tokens: int = COPY_TOKENS) -> Engine:
+    """A draft and prompt_lookup together give the combined proposer (drafting/draft_with_lookup.py)."""
     target_model = compile_model(target, precision)
     proposer: Proposer | None = None
     if draft is not None:
         proposer = load_proposer(draft, target, precision=precision, target_vocab_size=target_model.vocab_size)
+        if prompt_lookup:
+            proposer = DraftWithLookupProposer(proposer, copy_tokens=copy_tokens)
     elif prompt_lookup:
         proposer = PromptLookupProposer()
     config = EngineConfig(num_draft_tokens=num_draft_tokens, adaptive=adaptive, max_sessions=max_sessions,

@@ -29,7 +29,7 @@ class PromptLookupSession:
         self.last_catch_up_s = 0.0
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-                stop=None) -> tuple[list[int], None]:  # a lookup scores nothing to ask `stop` with
+                stop=None, limit: int | None = None) -> tuple[list[int], None]:  # a lookup scores nothing to ask `stop` with
         return find_continuation(np.asarray(context, dtype=np.int64), k, self.proposer.max_ngram,
                                  self.proposer.min_ngram), None
 

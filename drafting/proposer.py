@@ -27,12 +27,14 @@ class ProposerSession(Protocol):
 
     def propose(
         self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-        stop: DraftStop | None = None,
+        stop: DraftStop | None = None, limit: int | None = None,
     ) -> tuple[list[int], np.ndarray | None]:
         """Up to k draft ids continuing `context`, and their q distributions [n, vocab] (None: point masses).
 
         May return fewer than k ids (even none) when it has nothing good to offer; a proposer that scores
-        its tokens asks `stop` after each one whether to go on (None: draft k).
+        its tokens asks `stop` after each one whether to go on (None: draft k). `limit` (>= k) is the most
+        ids the engine can verify this step: a proposer whose extra ids cost nothing to make may return
+        more than k, never more than limit.
         """
         ...
 

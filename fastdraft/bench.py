@@ -5,8 +5,8 @@
 
 All configurations run on the same IR folders and the same token ids, greedy, after a warm-up, each from
 cold caches (no prefix reuse between configurations: each pays its own prefill), and interleaved prompt
-by prompt (each prompt runs every configuration before the next prompt), so drift in machine load hits
-all of them alike. Reported: tokens/s (generated tokens / wall time, prefill
+by prompt (each prompt runs every configuration before the next prompt, in an order rotated by one per
+prompt), so drift in machine load hits all of them alike. Reported: tokens/s (generated tokens / wall time, prefill
 included), the ratio to our plain decoding, acceptance, and how many outputs equal our plain greedy
 output token for token.
 """
@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     parser.add_argument("--compare-draft", action="append", default=[], metavar="DRAFT",
                         help="another draft for our engine on the same target, measured in the same run at --ks "
                              "and adaptive (repeatable; e.g. the shipped draft vs the off-the-shelf 0.5B)")
+    parser.add_argument("--with-lookup", action="store_true",
+                        help="also run each draft (--draft and every --compare-draft) combined with prompt lookup "
+                             "(drafting/draft_with_lookup.py) at --ks, copies up to --copy-tokens")
     parser.add_argument("--json", dest="json_out", help="write all measurements to this JSON file")
     parser.set_defaults(func=run)
 
@@ -106,6 +109,11 @@ def _genai(pipe, eos_ids, k: int | None):
 
 
 def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, object]]:
+    from drafting.draft_with_lookup import DraftWithLookupProposer
+    from drafting.engine import Engine
+    from drafting.loader import load_proposer
+    from models.resolve import resolve_model
+
     ks = [int(x) for x in args.ks.split(",") if x]
     configs = [("ours plain", _ours(engine, {"speculative": False}))]
     if draft is not None or args.prompt_lookup:
@@ -113,11 +121,18 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
             configs.append((f"ours k={k}", _ours(engine, {"num_draft_tokens": k, "adaptive": False})))
         if not args.no_adaptive:
             configs.append(("ours adaptive", _ours(engine, {"adaptive": True})))
-    for spec in args.compare_draft:  # same compiled target, another proposer
-        from drafting.engine import Engine
-        from drafting.loader import load_proposer
-        from models.resolve import resolve_model
 
+    def with_lookup(name: str, proposer) -> None:  # the same draft plus prompt lookup, same compiled target
+        if not args.with_lookup:
+            return
+        combined = Engine(engine.target, DraftWithLookupProposer(proposer, copy_tokens=args.copy_tokens),
+                          engine.config, eos_token_ids=engine.eos_token_ids)
+        for k in ks:
+            configs.append((f"{name}+lookup k={k}", _ours(combined, {"num_draft_tokens": k, "adaptive": False})))
+
+    if draft is not None and not args.prompt_lookup:
+        with_lookup("ours", engine.proposer)
+    for spec in args.compare_draft:  # same compiled target, another proposer
         other = resolve_model(spec, weight_format=args.weight_format)
         proposer = load_proposer(other, target, precision=args.precision, target_vocab_size=engine.target.vocab_size)
         other_engine = Engine(engine.target, proposer, engine.config, eos_token_ids=engine.eos_token_ids)
@@ -125,6 +140,7 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
             configs.append((f"{other.name} k={k}", _ours(other_engine, {"num_draft_tokens": k, "adaptive": False})))
         if not args.no_adaptive:
             configs.append((f"{other.name} adaptive", _ours(other_engine, {"adaptive": True})))
+        with_lookup(other.name, proposer)
     if not args.no_genai:
         import openvino_genai
 
@@ -159,14 +175,16 @@ def run(args: argparse.Namespace) -> int:
     tallies = {name: Tally(name) for name, _ in configs}
     records = []
     for index, ids in enumerate(prompt_ids):
-        reference = None
-        for name, run_one in configs:
+        runs = {}
+        shift = index % len(configs)  # rotate the order prompt by prompt: no configuration always runs last
+        for name, run_one in configs[shift:] + configs[:shift]:
             start = time.perf_counter()
             tokens, stats = run_one(ids, args.max_tokens)
-            seconds = time.perf_counter() - start
+            runs[name] = (tokens, stats, time.perf_counter() - start)
+        reference = runs["ours plain"][0]  # the greedy reference
+        for name, _ in configs:
+            tokens, stats, seconds = runs[name]
             tally = tallies[name]
-            if reference is None:
-                reference = tokens  # "ours plain" runs first: the greedy reference
             tally.tokens += len(tokens)
             tally.seconds += seconds
             tally.runs += 1

@@ -10,15 +10,19 @@ import argparse
 import json
 import sys
 
+from drafting.draft_with_lookup import COPY_TOKENS
 from drafting.request import MAX_DRAFT_TOKENS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by commands that run the engine on a target and an optional proposer."""
     parser.add_argument("--target", required=True, help="catalog name, Hugging Face folder, GGUF file or IR folder")
-    proposer = parser.add_mutually_exclusive_group()
-    proposer.add_argument("--draft", help="draft model (same forms as --target); omitted: plain decoding")
-    proposer.add_argument("--prompt-lookup", action="store_true", help="propose by n-gram lookup in the context")
+    parser.add_argument("--draft", help="draft model (same forms as --target); omitted: plain decoding")
+    parser.add_argument("--prompt-lookup", action="store_true",
+                        help="propose by n-gram lookup in the context; with --draft, both: when the context's last "
+                             "4 tokens occurred before, copy what followed (up to --copy-tokens) instead of drafting")
+    parser.add_argument("--copy-tokens", type=int, default=COPY_TOKENS,
+                        help=f"with --draft and --prompt-lookup: the longest copied proposal (default {COPY_TOKENS})")
     parser.add_argument("--weight-format", default="int8", choices=["int8", "int4", "fp16", "fp32"],
                         help="IR weight format for catalog models (default int8)")
     parser.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
@@ -55,7 +59,7 @@ def load_from_args(args: argparse.Namespace, max_sessions: int = 1):
     engine = load_engine(target, draft, prompt_lookup=args.prompt_lookup,
                          num_draft_tokens=getattr(args, "num_draft_tokens", 5),
                          adaptive=getattr(args, "adaptive", False), precision=args.precision,
-                         max_sessions=max_sessions)
+                         max_sessions=max_sessions, copy_tokens=args.copy_tokens)
     return engine, AutoTokenizer.from_pretrained(target.tokenizer_dir), target, draft
 
 

@@ -75,7 +75,7 @@ def main() -> int:
                    "--num-draft-tokens", str(args.num_draft_tokens), "--no-pull", "--log-level", "warning",
                    "--max-tokens-limit", str(max(args.max_tokens, 1))]
     server_args += {"none": ["--no-draft"], "prompt-lookup": ["--prompt-lookup"],
-                    "draft": ["--draft", str(draft.ir_dir) if draft else ""]}[mode]
+                    "draft": ["--draft", str(draft.ir_dir) if draft else "", "--no-draft-with-lookup"]}[mode]
     if args.precision:
         server_args += ["--precision", args.precision]
 

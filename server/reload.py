@@ -31,6 +31,7 @@ async def reload_draft(runtime: Runtime, spec: str | None = None) -> dict:
 
 
 def _reload_blocking(runtime: Runtime, spec: str) -> dict:
+    from drafting.draft_with_lookup import DraftWithLookupProposer
     from drafting.loader import load_proposer
     from models.resolve import resolve_model
 
@@ -41,6 +42,8 @@ def _reload_blocking(runtime: Runtime, spec: str) -> dict:
         try:
             draft = resolve_model(spec, weight_format=s.draft_weight_format, pull=s.pull)
             proposer = load_proposer(draft, runtime.target, precision=s.precision)
+            if s.draft_with_lookup:
+                proposer = DraftWithLookupProposer(proposer, copy_tokens=s.copy_tokens)
         except Exception as error:  # any failure keeps the old draft: the server must not lose its proposer
             runtime.metrics.reloads.labels("failed").inc()
             log.error("draft reload from %s refused (%s: %s); still serving %s (rev %s)", spec,

@@ -69,9 +69,10 @@ class Runtime:
             # load_engine -> load_proposer checks the draft's vocabulary against the target's
         tokenizer = AutoTokenizer.from_pretrained(str(target.tokenizer_dir))
         log.info("compiling models (proposer: %s)", s.proposer_mode)
-        engine = load_engine(target, draft, prompt_lookup=s.proposer_mode == "prompt-lookup",
+        engine = load_engine(target, draft, prompt_lookup=s.proposer_mode == "prompt-lookup" or (draft is not None and s.draft_with_lookup),
                              num_draft_tokens=s.num_draft_tokens, adaptive=s.adaptive, precision=s.precision,
-                             max_sessions=s.max_running, speculative_max_concurrency=s.spec_max_running)
+                             max_sessions=s.max_running, speculative_max_concurrency=s.spec_max_running,
+                             copy_tokens=s.copy_tokens)
         self.tokenizer, self.target, self.draft, self.engine = tokenizer, target, draft, engine
         self.stop_token_ids = frozenset(engine.eos_token_ids) | end_of_turn_ids(tokenizer)
         self.state = "ready"

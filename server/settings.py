@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     draft: str = Field(DEFAULT_DRAFT, description="draft model (same forms as --target); reloaded from here by POST /admin/reload and SIGHUP")
     prompt_lookup: bool = Field(False, description="draft with prompt lookup (n-gram match in the context) instead of a draft model")
     no_draft: bool = Field(False, description="no proposer: plain decoding only")
+    draft_with_lookup: bool = Field(
+        True, description="with a draft model, prompt lookup too: when the context's last 4 tokens occurred before, "
+                          "propose what followed them (up to --copy-tokens) without the draft; measured with the "
+                          "shipped draft: +1% code, +6% summarization, +7% chat, 1.6x on code edits "
+                          "(--no-draft-with-lookup: the draft alone)")
+    copy_tokens: int = Field(8, ge=1, le=16, description="with --draft-with-lookup: the longest copied proposal")
     target_weight_format: str = Field("int8", description="weight format of the target IR when converting from a catalog name (int8, int4, fp16, fp32)")
     draft_weight_format: str = Field("int8", description="weight format of the draft IR when converting from a catalog name")
     precision: str | None = Field(None, description="OpenVINO inference precision hint (e.g. f32); default: the runtime's")
@@ -30,7 +36,8 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(None, description="model id clients send and /v1/models lists; default: the target's name")
 
     # --- speculation
-    num_draft_tokens: int = Field(5, ge=1, le=16, description="default draft length k (requests may override with speculative.num_draft_tokens)")
+    num_draft_tokens: int = Field(3, ge=1, le=16, description="default draft length k of the draft model (requests may override "
+                                                             "with speculative.num_draft_tokens); 3 is the shipped draft's best")
     adaptive: bool = Field(False, description="adaptive draft length by default (requests may override with speculative.adaptive)")
     spec_max_running: int | None = Field(
         None, ge=0,

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from drafting.draft_model import DraftModelProposer
+from drafting.draft_with_lookup import DraftWithLookupProposer
 from drafting.engine import Engine, EngineConfig
 from drafting.errors import ContextLengthError
 from drafting.ov_model import StatefulCausalLM
@@ -48,6 +49,17 @@ def test_sampling_runs_speculatively_and_plain(engine):
     plain = engine.generate_all(GenerationRequest(
         prompt_ids=PROMPT, max_new_tokens=40, sampling=SamplingParams(temperature=1.0, seed=0), speculative=False))
     assert plain.stats.drafts == 0 and plain.stats.target_calls == 39
+
+
+def test_draft_with_lookup_samples_reproducibly(target, tiny_models):
+    draft = StatefulCausalLM(tiny_models["near"], precision="f32", name="near")
+    combined = Engine(target, DraftWithLookupProposer(DraftModelProposer(draft, target.vocab_size)),
+                      EngineConfig(num_draft_tokens=3))
+    params = SamplingParams(temperature=0.8, top_k=50, seed=11)
+    runs = [combined.generate_all(GenerationRequest(prompt_ids=PROMPT * 4, max_new_tokens=40, sampling=params))
+            for _ in range(2)]
+    assert runs[0].token_ids == runs[1].token_ids and len(runs[0].token_ids) == 40
+    assert runs[0].stats.drafts > 0
 
 
 def test_eos_stops_and_is_kept(engine):

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from drafting.draft_model import DraftModelProposer
+from drafting.draft_with_lookup import DraftWithLookupProposer
 from drafting.engine import Engine, EngineConfig
 from drafting.ngram import PromptLookupProposer
 from drafting.ov_model import StatefulCausalLM
 from drafting.request import GenerationRequest
+from drafting.sampling import SamplingParams
 
 PROMPTS = [[1, 2, 3, 4, 5], [17, 99, 3, 250, 7, 7, 8, 9, 10, 11, 300, 12], list(range(40, 80))]
 
@@ -64,6 +66,30 @@ def test_prompt_lookup_greedy_matches_plain(models):
         looped = prompt * 3  # repetition gives prompt lookup something to find
         assert engine.generate_all(GenerationRequest(prompt_ids=looped, max_new_tokens=50)).token_ids == \
             plain(models, looped, 50).token_ids
+
+
+@pytest.mark.parametrize("copy_tokens", [2, 8])
+def test_draft_with_lookup_greedy_matches_plain(models, copy_tokens):
+    proposer = DraftWithLookupProposer(DraftModelProposer(models["near"], models["target"].vocab_size), copy_tokens)
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=2))
+    longer_than_k = 0
+    for prompt in PROMPTS:
+        for context, length in ((prompt, 60), (prompt * 3, 60), (prompt * 3, 5)):  # repeats to copy; a short budget
+            result = engine.generate_all(GenerationRequest(prompt_ids=context, max_new_tokens=length))
+            assert result.token_ids == plain(models, context, length).token_ids
+            longer_than_k += sum(result.stats.drafted_per_position[2:])
+            assert len(result.stats.drafted_per_position) <= max(2, copy_tokens)
+    assert (longer_than_k > 0) == (copy_tokens > 2), "copies go beyond the model's k when copy_tokens allows"
+
+
+def test_draft_with_lookup_copies_a_long_match_without_the_model(models):
+    session = DraftWithLookupProposer(DraftModelProposer(models["near"], models["target"].vocab_size)).new_session()
+    context = [5, 6, 7, 8, 9, 10, 11, 12, 13, 5, 6, 7, 8]  # the last 4-gram occurred before, followed by 9..13
+    assert session.propose(context, 2, SamplingParams(), None) == ([9, 10, 11, 12, 13, 5, 6, 7], None)
+    assert session.propose(context, 2, SamplingParams(), None, limit=3) == ([9, 10, 11], None)
+    assert session.model.cache.tokens == [], "a copied proposal must not run the draft model"
+    ids, _ = session.propose(list(range(100, 120)), 3, SamplingParams(), None, limit=8)  # no repeats: the model drafts
+    assert len(ids) == 3 and session.model.cache.tokens
 
 
 def test_adaptive_matches_plain(models):

@@ -1,0 +1,67 @@
+"""A draft model and prompt lookup in one proposer: free tokens when the text repeats, the model otherwise.
+
+Per step: when the context's last `match_ngram` tokens occurred earlier, propose what followed them there (up
+to `copy_tokens`, and never past the engine's `limit`) without calling the model; otherwise the model drafts
+its k tokens. k keeps its meaning (the model's draft length) and copies come on top of it: a copied token
+costs no draft call, only its share of the verify (about 3.5 ms on the 1.5B int8 target past 4 tokens).
+Which path runs is a function of the context alone, and a copy is a point mass, so rejection sampling stays
+exact. The model's KV cache skips the steps it did not draft and catches up on its next call.
+
+Measured per path on the 1.5B int8 target with the shipped draft at k=3, copies up to 8 (held-out prompts,
+128 tokens): a copy step accepted 3.64 of 7.0 tokens on code, 3.08 of 5.9 on summarization and 2.08 of 5.1
+on chat, against 1.12, 0.46 and 0.35 of 3 for the model's steps. Extending a full model draft with a
+shorter lookup match was tried and dropped: 54% (code) and 62% (summarization) of those steps rejected the
+model's first token, so the extension mostly added verify cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drafting.draft_model import DraftModelProposer
+from drafting.ngram import find_continuation
+from drafting.proposer import DraftStop
+from drafting.sampling import SamplingParams
+
+MATCH_NGRAM = 4  # a match this long is copied without the model (2- and 3-grams did worse in simulation)
+COPY_TOKENS = 8  # the longest copy; a 9-token verify costs ~107 ms against ~85 ms for 1-4 tokens
+
+
+class DraftWithLookupProposer:
+    def __init__(self, draft: DraftModelProposer, copy_tokens: int = COPY_TOKENS, match_ngram: int = MATCH_NGRAM):
+        if copy_tokens < 1 or match_ngram < 1:
+            raise ValueError(f"copy_tokens ({copy_tokens}) and match_ngram ({match_ngram}) must be >= 1")
+        self.draft = draft
+        self.copy_tokens = copy_tokens
+        self.match_ngram = match_ngram
+        self.name = f"{draft.name}+prompt-lookup"
+        self.revision = draft.revision
+
+    def new_session(self) -> "DraftWithLookupSession":
+        return DraftWithLookupSession(self)
+
+
+class DraftWithLookupSession:
+    def __init__(self, proposer: DraftWithLookupProposer):
+        self.proposer = proposer
+        self.model = proposer.draft.new_session()
+        self.last_catch_up_s = 0.0
+
+    def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
+                stop: DraftStop | None = None, limit: int | None = None) -> tuple[list[int], np.ndarray | None]:
+        proposer = self.proposer
+        room = proposer.copy_tokens if limit is None else min(proposer.copy_tokens, limit)
+        copied = find_continuation(np.asarray(context, dtype=np.int64), room, proposer.match_ngram,
+                                   proposer.match_ngram) if room > 0 else []
+        if copied:
+            self.last_catch_up_s = 0.0
+            return copied, None
+        drafted, q = self.model.propose(context, k, params, rng, stop)
+        self.last_catch_up_s = self.model.last_catch_up_s
+        return drafted, q
+
+    def observe(self, num_drafted: int, num_accepted: int) -> None:
+        self.model.observe(num_drafted, num_accepted)
+
+    def close(self) -> None:
+        self.model.close()
