@@ -10,6 +10,7 @@ Invariant of the loop: the target's cache holds the context minus its last token
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -28,6 +29,9 @@ from drafting.rejection import verify
 from drafting.request import GenerationRequest, GenerationResult, TokenGroup
 from drafting.sampling import SamplingParams, probabilities, sample
 from drafting.stats import GenerationStats, StepStats
+
+
+PROMPT_SCORE_CHUNK = 256  # prompt tokens per call when the request scores its prompt
 
 
 @dataclass
@@ -145,6 +149,7 @@ class Generation:
         self.stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
         self.token_ids: list[int] = []
         self.finish_reason: str | None = None
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set by prefill when the request asks
         self._steps = self._run()
 
     def __iter__(self) -> Iterator[TokenGroup]:
@@ -176,11 +181,29 @@ class Generation:
     def _prefill(self, target: KVSession, rng: np.random.Generator | None) -> tuple[int, list[TokenLogprob] | None]:
         prompt = self.request.prompt_ids
         start = time.perf_counter()
-        kept = target.sync(prompt)
-        logits = target.forward(prompt[kept:], 1)
+        if self.request.prompt_logprobs:
+            logits = self._score_prompt(target)
+        else:
+            kept = target.sync(prompt)
+            logits = target.forward(prompt[kept:], 1)
         token = self._pick(logits[0], rng)
         self.stats.prefill_time_s = time.perf_counter() - start
         return token, self._logprobs(logits, [token])
+
+    def _score_prompt(self, target: KVSession) -> np.ndarray:
+        """Prefill the whole prompt in chunks, keeping each token's logprob; returns the last row's logits [1, vocab].
+
+        Chunks bound the memory of all-position logits (vocab x 4 bytes per token: 600 kB for Qwen)."""
+        prompt, num_top = self.request.prompt_ids, self.request.logprobs
+        target.reset()
+        scored: list[TokenLogprob | None] = [None]  # nothing predicts the first token
+        for begin in range(0, len(prompt), PROMPT_SCORE_CHUNK):
+            chunk = prompt[begin:begin + PROMPT_SCORE_CHUNK]
+            logits = target.forward(chunk, len(chunk))  # row i predicts prompt[begin + i + 1]
+            following = prompt[begin + 1:begin + len(chunk) + 1]
+            scored.extend(token_logprobs(logits[:len(following)], following, num_top))
+        self.prompt_logprobs = scored
+        return logits[-1:]
 
     def _logprobs(self, logits: np.ndarray, tokens: list[int]) -> list[TokenLogprob] | None:
         if self.request.logprobs is None:
@@ -223,7 +246,8 @@ class Generation:
 
         first, logprobs = self._prefill(slot.target, rng)
         context = list(request.prompt_ids)
-        yield self._emit([first], None, context, started, logprobs=logprobs)
+        group = self._emit([first], None, context, started, logprobs=logprobs)
+        yield dataclasses.replace(group, prompt_logprobs=self.prompt_logprobs) if self.prompt_logprobs else group
         while self.finish_reason is None:
             if self.cancel.is_set():
                 self.finish_reason = "cancelled"

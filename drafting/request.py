@@ -21,12 +21,18 @@ class GenerationRequest:
     num_draft_tokens: int | None = None  # None: the engine's default
     adaptive: bool | None = None  # None: the engine's default
     logprobs: int | None = None  # None: none; n >= 0: each emitted token's logprob plus its n top alternatives
+    # score the prompt too: the first group carries each prompt token's logprob under the target (with the
+    # `logprobs` alternatives; None for the first token, which nothing predicts). The prompt is then
+    # computed in full (no cached prefix). With max_new_tokens=0 the request only scores its prompt.
+    prompt_logprobs: bool = False
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
             raise ValueError("prompt_ids must hold at least one token")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.prompt_logprobs and self.logprobs is None:
+            raise ValueError("prompt_logprobs needs logprobs (the number of alternatives per token, 0 for none)")
         if self.num_draft_tokens is not None and not (1 <= self.num_draft_tokens <= MAX_DRAFT_TOKENS):
             raise ValueError(f"num_draft_tokens must be between 1 and {MAX_DRAFT_TOKENS}, got {self.num_draft_tokens}")
         if self.logprobs is not None and not (0 <= self.logprobs <= MAX_TOP_LOGPROBS):
@@ -42,6 +48,7 @@ class TokenGroup:
     step: StepStats | None  # None for the group produced by prefill
     num_draft_tokens: int  # k in force for this step (0 for plain decoding)
     logprobs: list[TokenLogprob] | None = None  # one per token in token_ids, when the request asked
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # first group only, when the request asked
 
 
 @dataclass

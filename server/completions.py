@@ -21,7 +21,8 @@ async def create_completion(runtime: Runtime, request: Request, body: Any) -> Re
     max_tokens = check_context(runtime, prompts, params.max_tokens, "max_tokens", runtime.settings.default_completion_tokens)
     job = Job("completions", prompts, params.n, max_tokens,
               sampling_params(params.temperature, params.top_p, params.top_k, params.seed),
-              params.stop or [], params.speculative, params.logprobs)
+              params.stop or [], params.speculative, params.logprobs,
+              prompt_logprobs=params.echo and params.logprobs is not None)
     formatter = CompletionFormatter(runtime, params, texts if params.echo else None)
     return await respond(runtime, request, job, formatter, params.stream, params.include_usage)
 
@@ -72,20 +73,31 @@ class CompletionFormatter:
         return self.echo_texts[index // self.params.n] if self.echo_texts else ""
 
     def opening(self) -> list[dict]:
-        if not self.echo_texts:
+        if not self.echo_texts or self.params.logprobs is not None:  # with logprobs the echo waits for its scores
             return []
         count = len(self.echo_texts) * self.params.n
         return [self._envelope([{"index": i, "text": self._echo(i), "logprobs": None, "finish_reason": None}])
                 for i in range(count)]
 
-    def _logprobs(self, tokens: list[EmittedToken]) -> dict | None:
-        return completion_logprobs(tokens) if self.params.logprobs is not None else None
+    def _logprobs(self, index: int, tokens: list[EmittedToken], scored_prompt: list[EmittedToken] | None = None) -> dict | None:
+        """Generated tokens' offsets count from the start of the choice's text, so past an echoed prompt."""
+        if self.params.logprobs is None:
+            return None
+        if scored_prompt is None:
+            return completion_logprobs(tokens, offset=len(self._echo(index)))
+        scored = completion_logprobs(scored_prompt)
+        for name, values in completion_logprobs(tokens, offset=len(self._echo(index))).items():
+            scored[name] += values
+        return scored
 
     def chunk(self, event: ChoiceEvent) -> dict | None:
+        if event.scored_prompt is not None:
+            return self._envelope([{"index": event.index, "text": self._echo(event.index),
+                                    "logprobs": self._logprobs(event.index, [], event.scored_prompt), "finish_reason": None}])
         if not event.text and not event.tokens and event.finish_reason is None:
             return None
-        return self._envelope([{"index": event.index, "text": event.text, "logprobs": self._logprobs(event.tokens),
-                                "finish_reason": event.finish_reason}])
+        return self._envelope([{"index": event.index, "text": event.text,
+                                "logprobs": self._logprobs(event.index, event.tokens), "finish_reason": event.finish_reason}])
 
     def usage_chunk(self, outcome: JobOutcome) -> dict:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.runtime.model_id,
@@ -96,7 +108,8 @@ class CompletionFormatter:
                               outcome.usage_speculative(self.runtime.engine.proposer_name))
 
     def response(self, texts: dict[int, str], tokens: dict[int, list[EmittedToken]], outcome: JobOutcome) -> dict:
-        choices = [{"index": i, "text": self._echo(i) + texts.get(i, ""), "logprobs": self._logprobs(tokens.get(i, [])),
+        choices = [{"index": i, "text": self._echo(i) + texts.get(i, ""),
+                    "logprobs": self._logprobs(i, tokens.get(i, []), outcome.scored_prompts.get(i)),
                     "finish_reason": outcome.finish_reasons[i]} for i in range(len(outcome.finish_reasons))]
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.runtime.model_id,
                 "choices": choices, "usage": self._usage(outcome)}

@@ -21,7 +21,7 @@ from drafting.logprobs import TokenLogprob
 
 @dataclass(frozen=True)
 class EmittedToken:
-    logprob: TokenLogprob
+    logprob: TokenLogprob | None  # None only for a scored prompt's first token (nothing predicts it)
     text: str  # the slice of the choice's text this token produced
     offset: int  # where that slice starts in the choice's generated text
     alternatives: list[tuple[str, float]]  # the top alternatives as (string, logprob), best first
@@ -80,13 +80,23 @@ class LogprobAligner:
         return self._strings[token_id]
 
 
+def prompt_token_logprobs(tokenizer, prompt_ids: list[int], logprobs: list[TokenLogprob | None]) -> list[EmittedToken]:
+    """An echoed prompt's tokens with their logprobs (the first has none), strings sliced from the decoded prompt
+    (special tokens included: they are part of what was scored)."""
+    aligner = LogprobAligner(tokenizer, skip_special_tokens=False)
+    aligner.add([lp or TokenLogprob(token_id, 0.0, []) for token_id, lp in zip(prompt_ids, logprobs)])
+    tokens = aligner.release(tokenizer.decode(prompt_ids, skip_special_tokens=False), final=True)
+    return [EmittedToken(None, t.text, t.offset, []) if lp is None else t for t, lp in zip(tokens, logprobs)]
+
+
 def completion_logprobs(tokens: list[EmittedToken], offset: int = 0) -> dict:
     """/v1/completions `choices[i].logprobs`. top_logprobs holds the n asked-for alternatives per token (so
-    logprobs=0 gives empty dicts); text_offset counts from the start of the choice's text (plus `offset`)."""
+    logprobs=0 gives empty dicts; null for a scored prompt's first token, as OpenAI does); text_offset counts
+    from the start of the choice's text (plus `offset`)."""
     return {
         "tokens": [t.text for t in tokens],
-        "token_logprobs": [t.logprob.logprob for t in tokens],
-        "top_logprobs": [_first_per_string(t.alternatives) for t in tokens],
+        "token_logprobs": [t.logprob.logprob if t.logprob else None for t in tokens],
+        "top_logprobs": [_first_per_string(t.alternatives) if t.logprob else None for t in tokens],
         "text_offset": [offset + t.offset for t in tokens],
     }
 

@@ -106,7 +106,7 @@ def _same(value: Any, neutral: Any) -> bool:
 
 class CompletionRequest(_GenerationParams):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=0)  # 0: score the prompt only (echo + logprobs), as OpenAI allowed
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # OpenAI allows 0..5; we allow up to 20
 
@@ -122,9 +122,6 @@ class CompletionRequest(_GenerationParams):
     def check_unsupported(self, extra_neutral: dict[str, tuple[Any, ...]] | None = None) -> None:
         # best_of == n (or 1) is plain sampling; a larger best_of would need ranking by logprobs
         super().check_unsupported({"best_of": (None, 1, self.n)})
-        if self.echo and self.logprobs is not None:
-            raise errors.invalid("logprobs with echo is not supported: prompt logprobs are not available "
-                                 "(leave echo false or logprobs null)", "logprobs")
 
 
 class ChatMessage(BaseModel):

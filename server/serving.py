@@ -26,7 +26,7 @@ from drafting.request import GenerationRequest
 from drafting.sampling import SamplingParams
 from drafting.stats import GenerationStats
 from server import errors
-from server.logprobs import EmittedToken, LogprobAligner
+from server.logprobs import EmittedToken, LogprobAligner, prompt_token_logprobs
 from server.protocol import SpeculativeOptions
 from server.runtime import Runtime
 
@@ -45,6 +45,7 @@ class Job:
     stop: list[str]
     speculative: SpeculativeOptions | None
     logprobs: int | None = None  # None: none; n: each token's logprob and its n top alternatives
+    prompt_logprobs: bool = False  # also score the prompt's tokens (completions with echo + logprobs)
     arrival: float = field(default_factory=time.perf_counter)
 
 
@@ -54,6 +55,7 @@ class ChoiceEvent:
     text: str
     finish_reason: str | None  # set on the choice's last event only
     tokens: list[EmittedToken] = field(default_factory=list)  # logprobs of the tokens this text released
+    scored_prompt: list[EmittedToken] | None = None  # the prompt's tokens and logprobs (once per choice, before its text)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class JobOutcome:
     stats: GenerationStats = field(default_factory=GenerationStats)
     speculative: bool = False
     finish_reasons: list[str] = field(default_factory=list)
+    scored_prompts: dict[int, list[EmittedToken]] = field(default_factory=dict)  # choice index -> its scored prompt
 
     def usage_speculative(self, proposer: str | None) -> dict:
         s = self.stats
@@ -133,15 +136,25 @@ async def admit(runtime: Runtime, request: Request) -> AsyncExitStack:
 async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncIterator[ChoiceEvent]:
     """Generate every choice in turn (the caller holds a running slot); yields text as tokens are verified."""
     for prompt_index, prompt_ids in enumerate(job.prompts):
+        scored = None
         for j in range(job.n):
             sampling = job.sampling
             if sampling.seed is not None and j:
                 # distinct but reproducible seeds for the n choices of one prompt
                 sampling = dataclasses.replace(sampling, seed=sampling.seed + j)
-            choice = TextGeneration(runtime, prompt_ids, job, sampling, outcome.speculative)
+            # the prompt is scored once, by its first choice
+            choice = TextGeneration(runtime, prompt_ids, job, sampling, outcome.speculative,
+                                    score_prompt=job.prompt_logprobs and j == 0)
             index = prompt_index * job.n + j
+            if scored is not None:
+                outcome.scored_prompts[index] = scored
+                yield ChoiceEvent(index, "", None, scored_prompt=scored)
             async for text, tokens in choice:
-                yield ChoiceEvent(index, text, None, tokens)
+                if choice.scored_prompt is not None and scored is None:
+                    scored = outcome.scored_prompts[index] = choice.scored_prompt
+                    yield ChoiceEvent(index, "", None, scored_prompt=scored)
+                if text or tokens:
+                    yield ChoiceEvent(index, text, None, tokens)
             if j == 0:
                 outcome.prompt_tokens += len(prompt_ids)  # usage counts a prompt once, as OpenAI does, whatever n
             outcome.completion_tokens += choice.completion_tokens
@@ -258,7 +271,8 @@ class TextGeneration:
     Leaving the iteration early (client gone, error) sets the cancel event: the engine stops within one step.
     """
 
-    def __init__(self, runtime: Runtime, prompt_ids: list[int], job: Job, sampling: SamplingParams, speculative: bool) -> None:
+    def __init__(self, runtime: Runtime, prompt_ids: list[int], job: Job, sampling: SamplingParams, speculative: bool,
+                 score_prompt: bool = False) -> None:
         options = job.speculative
         self.runtime = runtime
         self.job = job
@@ -266,7 +280,8 @@ class TextGeneration:
             prompt_ids=list(prompt_ids), max_new_tokens=job.max_tokens, sampling=sampling,
             stop_token_ids=runtime.stop_token_ids, speculative=speculative,
             num_draft_tokens=options.num_draft_tokens if options else None,
-            adaptive=options.adaptive if options else None, logprobs=job.logprobs)
+            adaptive=options.adaptive if options else None, logprobs=job.logprobs, prompt_logprobs=score_prompt)
+        self.scored_prompt: list[EmittedToken] | None = None  # set from the first group when score_prompt
         self.cancel = threading.Event()
         self.finish_reason: str | None = None
         self.completion_tokens = 0
@@ -294,6 +309,9 @@ class TextGeneration:
                 group = item
                 if group.step is not None:
                     metrics.record_step(group.step)
+                if group.prompt_logprobs is not None:
+                    self.scored_prompt = prompt_token_logprobs(runtime.tokenizer, self.request.prompt_ids, group.prompt_logprobs)
+                    yield "", []
                 if self.finish_reason is not None:
                     continue  # a stop string already ended this choice: drain until the engine confirms
                 if group.token_ids and first_token_at is None:

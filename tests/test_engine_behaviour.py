@@ -111,8 +111,8 @@ def test_prompt_longer_than_context_is_refused(engine, target):
 def test_bad_requests_name_the_field():
     with pytest.raises(ValueError, match="num_draft_tokens must be between 1 and 16, got 17"):
         GenerationRequest(prompt_ids=PROMPT, max_new_tokens=4, num_draft_tokens=17)
-    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
-        GenerationRequest(prompt_ids=PROMPT, max_new_tokens=0)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0, got -1"):
+        GenerationRequest(prompt_ids=PROMPT, max_new_tokens=-1)
     with pytest.raises(ValueError, match="prompt_ids must hold"):
         GenerationRequest(prompt_ids=[], max_new_tokens=4)
 
@@ -171,3 +171,28 @@ def test_forgetting_cached_prefixes_makes_the_next_request_pay_its_prefill(engin
         assert slot.target.tokens == [] and (slot.proposer_session is None or slot.proposer_session.cache.tokens == [])
     finally:
         engine._slots.put(slot)
+
+
+def test_prompt_logprobs_score_each_token_as_generation_did(engine):
+    """Scoring prompt + generated text (chunked past 256 tokens) gives the logprobs the generation reported."""
+    import numpy as np
+
+    prompt = [(7 * i) % 300 + 1 for i in range(290)]  # longer than one scoring chunk
+    groups = list(engine.start(GenerationRequest(prompt_ids=prompt, max_new_tokens=12, logprobs=2, speculative=False)))
+    generated = [lp for g in groups for lp in g.logprobs]
+    assert groups[0].prompt_logprobs is None  # not asked for
+
+    scoring = list(engine.start(GenerationRequest(prompt_ids=prompt + [lp.token_id for lp in generated],
+                                                  max_new_tokens=0, logprobs=2, prompt_logprobs=True)))
+    assert len(scoring) == 1 and scoring[0].token_ids == [] and scoring[0].finish_reason == "length"
+    scored = scoring[0].prompt_logprobs
+    assert len(scored) == len(prompt) + len(generated) and scored[0] is None
+    assert [lp.token_id for lp in scored[1:]] == (prompt + [lp.token_id for lp in generated])[1:]
+    tail = scored[len(prompt):]
+    np.testing.assert_allclose([lp.logprob for lp in tail], [lp.logprob for lp in generated], atol=1e-4)
+    assert [lp.top for lp in tail][0][0][0] == generated[0].top[0][0] and all(len(lp.top) == 2 for lp in scored[1:])
+
+
+def test_prompt_logprobs_need_logprobs():
+    with pytest.raises(ValueError, match="prompt_logprobs needs logprobs"):
+        GenerationRequest(prompt_ids=PROMPT, max_new_tokens=1, prompt_logprobs=True)

@@ -205,6 +205,43 @@ def test_completion_logprobs(spec):
     assert values == pytest.approx(lp.token_logprobs, abs=1e-3)
 
 
+def test_echo_with_logprobs_scores_the_prompt(spec):
+    """What lm-eval-harness's loglikelihood sends: echo + logprobs, max_tokens 0 (score only) or 1."""
+    client = spec.client()
+    prompt = "The capital of France is"
+    generated = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, logprobs=1).choices[0]
+    scored = client.completions.create(model=MODEL, prompt=prompt + generated.text, max_tokens=0, echo=True,
+                                       logprobs=1, temperature=0).choices[0]
+    lp = scored.logprobs
+    assert scored.text == prompt + generated.text and scored.finish_reason == "length"
+    assert "".join(lp.tokens) == scored.text
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v <= 0 for v in lp.token_logprobs[1:]) and all(len(top) >= 1 for top in lp.top_logprobs[1:])
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    # the continuation scored as prompt has the logprobs its generation reported, and is greedy (top-1)
+    tail = len(generated.logprobs.tokens)
+    assert lp.tokens[-tail:] == generated.logprobs.tokens
+    assert lp.token_logprobs[-tail:] == pytest.approx(generated.logprobs.token_logprobs, abs=1e-3)
+    assert all(max(top, key=top.get) == token for top, token in zip(lp.top_logprobs[-tail:], lp.tokens[-tail:]))
+
+    kwargs = dict(model=MODEL, prompt=prompt, max_tokens=3, echo=True, logprobs=2, temperature=0)
+    whole = client.completions.create(**kwargs).choices[0]
+    assert whole.text.startswith(prompt) and "".join(whole.logprobs.tokens) == whole.text
+    text, tokens, offsets = "", [], []
+    for chunk in client.completions.create(**kwargs, stream=True):
+        for c in chunk.choices:
+            text += c.text
+            if c.logprobs is not None:
+                tokens += c.logprobs.tokens
+                offsets += c.logprobs.text_offset
+    assert text == whole.text and tokens == whole.logprobs.tokens and offsets == whole.logprobs.text_offset
+    alone = client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=2).choices[0].logprobs
+    for choice in client.completions.create(**{**kwargs, "temperature": 0.8, "seed": 1}, n=2).choices:
+        count = len(alone.tokens)  # every choice echoes the same scored prompt (computed once)
+        assert choice.logprobs.tokens[:count] == alone.tokens and choice.logprobs.token_logprobs[0] is None
+        assert choice.logprobs.token_logprobs[1:count] == pytest.approx(alone.token_logprobs[1:], abs=1e-3)
+
+
 def test_chat_logprobs(spec):
     client = spec.client()
     kwargs = dict(model=MODEL, messages=CHAT, max_completion_tokens=24, temperature=0, logprobs=True, top_logprobs=2)
@@ -244,7 +281,7 @@ def test_chat_logprobs(spec):
     (dict(n=0), "n"),
     (dict(presence_penalty=0.5), "presence_penalty"),
     (dict(logprobs=21), "logprobs"),
-    (dict(logprobs=1, echo=True), "logprobs"),
+    (dict(max_tokens=-1), "max_tokens"),
     (dict(extra_body={"frobnicate": 1}), "frobnicate"),
     (dict(extra_body={"speculative": {"num_draft_tokens": 99}}), "speculative.num_draft_tokens"),
     (dict(stop=["a", "b", "c", "d", "e"]), "stop"),

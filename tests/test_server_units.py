@@ -48,7 +48,7 @@ def test_unsupported_parameters_are_named(body, param):
 
 @pytest.mark.parametrize("body, param, words", [
     ({"temperature": 3}, "temperature", "less than or equal to 2"),
-    ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
+    ({"max_tokens": -1}, "max_tokens", "greater than or equal to 0"),
     ({"n": 9}, "n", "less than or equal to 8"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
     ({"speculative": {"num_draft_tokens": 17}}, "speculative.num_draft_tokens", "16"),
@@ -78,9 +78,11 @@ def test_chat_request_and_stream_options_rules():
 
 def test_logprobs_request_rules():
     assert protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "logprobs": 2}).logprobs == 2
+    scoring = protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "logprobs": 0, "echo": True, "max_tokens": 0})
+    assert scoring.echo and scoring.logprobs == 0 and scoring.max_tokens == 0
     with pytest.raises(errors.APIError) as raised:
-        protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "logprobs": 0, "echo": True})
-    assert raised.value.param == "logprobs" and "prompt logprobs" in raised.value.message
+        protocol.parse(CompletionRequest, {"model": "m", "prompt": "p", "max_tokens": -1})
+    assert raised.value.param == "max_tokens" and "0" in raised.value.message
     chat = {"model": "m", "messages": [{"role": "user", "content": "a"}]}
     assert protocol.parse(ChatCompletionRequest, {**chat, "logprobs": True, "top_logprobs": 3}).engine_logprobs == 3
     assert protocol.parse(ChatCompletionRequest, {**chat, "logprobs": True}).engine_logprobs == 0
