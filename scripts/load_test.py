@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--target-weight-format", default="int8", help="target IR weight format")
     parser.add_argument("--draft-weight-format", default="int8", help="draft IR weight format")
     parser.add_argument("--precision", default=None, help="OpenVINO precision hint")
-    parser.add_argument("--num-draft-tokens", type=int, default=5, help="draft length k")
+    parser.add_argument("--num-draft-tokens", type=int, default=3, help="draft length k (the server's default)")
     parser.add_argument("--max-running", type=int, default=8, help="server's concurrent generations")
     parser.add_argument("--spec-max-running", type=int, default=None,
                         help="the policy server's load policy (default: the server's default, drafting at any load)")
