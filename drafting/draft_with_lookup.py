@@ -2,8 +2,9 @@
 
 Per step: when the context's last `match_ngram` tokens occurred earlier, propose what followed them there (up
 to `copy_tokens`, and never past the engine's `limit`) without calling the model; otherwise the model drafts
-its k tokens. k keeps its meaning (the model's draft length) and copies come on top of it: a copied token
-costs no draft call, only its share of the verify (about 3.5 ms on the 1.5B int8 target past 4 tokens).
+its k tokens. k keeps its meaning (the model's draft length); a copy replaces the model's draft for that
+step and may be longer, since a copied token costs no draft call, only its share of the verify (about 3.5
+ms on the 1.5B int8 target past 4 tokens).
 Which path runs is a function of the context alone, and a copy is a point mass, so rejection sampling stays
 exact. The model's KV cache skips the steps it did not draft and catches up on its next call.
 
