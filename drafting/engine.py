@@ -10,7 +10,6 @@ Invariant of the loop: the target's cache holds the context minus its last token
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 import time
@@ -149,7 +148,6 @@ class Generation:
         self.stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
         self.token_ids: list[int] = []
         self.finish_reason: str | None = None
-        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set by prefill when the request asks
         self._steps = self._run()
 
     def __iter__(self) -> Iterator[TokenGroup]:
@@ -178,20 +176,24 @@ class Generation:
 
     # --- the ladder: prefill, pick, speculative_step, run -------------------------------------------
 
-    def _prefill(self, target: KVSession, rng: np.random.Generator | None) -> tuple[int, list[TokenLogprob] | None]:
+    def _prefill(self, target: KVSession, rng: np.random.Generator | None,
+                 ) -> tuple[int, list[TokenLogprob] | None, list[TokenLogprob | None] | None]:
+        """The first token, its logprob and, when the request asks, the prompt's logprobs."""
         prompt = self.request.prompt_ids
         start = time.perf_counter()
+        scored = None
         if self.request.prompt_logprobs:
-            logits = self._score_prompt(target)
+            logits, scored = self._score_prompt(target)
         else:
             kept = target.sync(prompt)
             logits = target.forward(prompt[kept:], 1)
         token = self._pick(logits[0], rng)
         self.stats.prefill_time_s = time.perf_counter() - start
-        return token, self._logprobs(logits, [token])
+        return token, self._logprobs(logits, [token]), scored
 
-    def _score_prompt(self, target: KVSession) -> np.ndarray:
-        """Prefill the whole prompt in chunks, keeping each token's logprob; returns the last row's logits [1, vocab].
+    def _score_prompt(self, target: KVSession) -> tuple[np.ndarray, list[TokenLogprob | None]]:
+        """Prefill the whole prompt in chunks, keeping each token's logprob; returns the last row's logits [1, vocab]
+        and the prompt's logprobs.
 
         Chunks bound the memory of all-position logits (vocab x 4 bytes per token: 600 kB for Qwen)."""
         prompt, num_top = self.request.prompt_ids, self.request.logprobs
@@ -202,8 +204,7 @@ class Generation:
             logits = target.forward(chunk, len(chunk))  # row i predicts prompt[begin + i + 1]
             following = prompt[begin + 1:begin + len(chunk) + 1]
             scored.extend(token_logprobs(logits[:len(following)], following, num_top))
-        self.prompt_logprobs = scored
-        return logits[-1:]
+        return logits[-1:], scored
 
     def _logprobs(self, logits: np.ndarray, tokens: list[int]) -> list[TokenLogprob] | None:
         if self.request.logprobs is None:
@@ -222,9 +223,10 @@ class Generation:
         params: SamplingParams = self.request.sampling
         draft_ids, draft_probs, draft_time = [], None, 0.0
         if session is not None and k > 0:
+            limit = max(k, limit)
             start = time.perf_counter()
-            draft_ids, draft_probs = session.propose(context, k, params, rng, stop, limit=max(k, limit))
-            assert len(draft_ids) <= max(k, limit), (len(draft_ids), k, limit)
+            draft_ids, draft_probs = session.propose(context, k, params, rng, stop, limit=limit)
+            assert len(draft_ids) <= limit, (len(draft_ids), k, limit)
             draft_time = time.perf_counter() - start
         start = time.perf_counter()
         logits = target.forward([context[-1]] + draft_ids, len(draft_ids) + 1)  # [k + 1, vocab]
@@ -244,10 +246,9 @@ class Generation:
         adaptive = self.engine.config.adaptive if request.adaptive is None else request.adaptive
         policy = AdaptiveDraftLength(initial_k=k_default) if adaptive else FixedDraftLength(k_default)
 
-        first, logprobs = self._prefill(slot.target, rng)
+        first, logprobs, prompt_logprobs = self._prefill(slot.target, rng)
         context = list(request.prompt_ids)
-        group = self._emit([first], None, context, started, logprobs=logprobs)
-        yield dataclasses.replace(group, prompt_logprobs=self.prompt_logprobs) if self.prompt_logprobs else group
+        yield self._emit([first], None, context, started, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
         while self.finish_reason is None:
             if self.cancel.is_set():
                 self.finish_reason = "cancelled"
@@ -266,7 +267,8 @@ class Generation:
             yield self._emit(new_tokens, step, context, started, k, logprobs)
 
     def _emit(self, new_tokens: list[int], step: StepStats | None, context: list[int], started: float,
-              k: int = 0, logprobs: list[TokenLogprob] | None = None) -> TokenGroup:
+              k: int = 0, logprobs: list[TokenLogprob] | None = None,
+              prompt_logprobs: list[TokenLogprob | None] | None = None) -> TokenGroup:
         """Apply EOS and length limits to a verified group, record it, and wrap it for the caller."""
         request = self.request
         for i, token in enumerate(new_tokens):
@@ -286,4 +288,4 @@ class Generation:
         self.stats.generated_tokens = len(self.token_ids)
         self.stats.total_time_s = time.perf_counter() - started
         return TokenGroup(new_tokens, self.finish_reason, step, k,
-                          logprobs[:len(new_tokens)] if logprobs is not None else None)
+                          logprobs[:len(new_tokens)] if logprobs is not None else None, prompt_logprobs)
