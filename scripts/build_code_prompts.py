@@ -62,25 +62,35 @@ def function_prompts(source: str, path: str, text: str):
         yield f"{source}/{path}:{name}", prompt
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=1000)
+def add_arguments(parser: argparse.ArgumentParser, count: int) -> None:
+    parser.add_argument("--count", type=int, default=count)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
-    args = parser.parse_args()
+
+
+def collect(extract, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(id, text) pairs that `extract(source name, path, file text)` yields from the code sources, the first
+    --count of them in the order of a hash of their ids (deterministic); reports how many were usable."""
     specs = [s for s in json.loads(args.sources.read_text())["sources"] if s["domain"] == "code"]
     found: dict[str, str] = {}
     for spec in specs:
         for path, data in iter_source_files(spec, args.cache_dir):
-            for prompt_id, prompt in function_prompts(spec["name"], path, data.decode("utf-8", "replace")):
-                found.setdefault(prompt_id, prompt)
+            for item_id, text in extract(spec["name"], path, data.decode("utf-8", "replace")):
+                found.setdefault(item_id, text)
     order = sorted(found, key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:args.count]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w") as f:
-        for prompt_id in order:
-            f.write(json.dumps({"id": prompt_id, "task": "code", "prompt": found[prompt_id]}) + "\n")
     print(f"{len(order)} of {len(found)} usable functions -> {args.out}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    return [(item_id, found[item_id]) for item_id in order]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser, count=1000)
+    args = parser.parse_args()
+    with args.out.open("w") as f:
+        for prompt_id, prompt in collect(function_prompts, args):
+            f.write(json.dumps({"id": prompt_id, "task": "code", "prompt": prompt}) + "\n")
     return 0
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.corpus import DEFAULT_CACHE, DEFAULT_SOURCES, iter_source_files  # noqa: E402
+from scripts.build_code_prompts import add_arguments, collect  # noqa: E402
 
 INSTRUCTION = ("Add type hints to every parameter and to the return value of this Python function, changing "
                "nothing else. Reply with the complete function in one ```python code block and no explanation.")
@@ -46,24 +45,12 @@ def whole_functions(source: str, path: str, text: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=24)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    add_arguments(parser, count=24)
     args = parser.parse_args()
-    specs = [s for s in json.loads(args.sources.read_text())["sources"] if s["domain"] == "code"]
-    found: dict[str, str] = {}
-    for spec in specs:
-        for path, data in iter_source_files(spec, args.cache_dir):
-            for function_id, body in whole_functions(spec["name"], path, data.decode("utf-8", "replace")):
-                found.setdefault(function_id, body)
-    order = sorted(found, key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:args.count]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as f:
-        for function_id in order:
-            content = f"{INSTRUCTION}\n\n```python\n{found[function_id]}```"
+        for function_id, body in collect(whole_functions, args):
+            content = f"{INSTRUCTION}\n\n```python\n{body}```"
             f.write(json.dumps({"id": function_id, "task": "edit", "messages": [{"role": "user", "content": content}]}) + "\n")
-    print(f"{len(order)} of {len(found)} usable functions -> {args.out}", file=sys.stderr)
     return 0
 
 
