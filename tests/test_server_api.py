@@ -114,6 +114,19 @@ def _stream_text(stream, n: int = 1) -> tuple[list[str], list[list[str]], object
     return texts, reasons, usage
 
 
+def _stream_logprobs(stream) -> tuple[str, list[str], list[float | None], list[int]]:
+    """A one-choice completions stream joined: text, and the logprobs' tokens, token_logprobs and text_offset."""
+    text, tokens, values, offsets = "", [], [], []
+    for chunk in stream:
+        for c in chunk.choices:
+            text += c.text
+            if c.logprobs is not None:
+                tokens += c.logprobs.tokens
+                values += c.logprobs.token_logprobs
+                offsets += c.logprobs.text_offset
+    return text, tokens, values, offsets
+
+
 def test_completion_stream_joins_to_non_streamed(spec):
     client = spec.client()
     full = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=32, temperature=0)
@@ -193,14 +206,7 @@ def test_completion_logprobs(spec):
     for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):  # greedy: chosen == top-1
         best = max(top, key=top.get)
         assert best == token and top[best] == pytest.approx(value, abs=1e-6)
-    tokens, values, offsets, text = [], [], [], ""
-    for chunk in client.completions.create(**kwargs, stream=True):
-        for c in chunk.choices:
-            text += c.text
-            if c.logprobs is not None:
-                tokens += c.logprobs.tokens
-                values += c.logprobs.token_logprobs
-                offsets += c.logprobs.text_offset
+    text, tokens, values, offsets = _stream_logprobs(client.completions.create(**kwargs, stream=True))
     assert text == choice.text and tokens == lp.tokens and offsets == lp.text_offset
     assert values == pytest.approx(lp.token_logprobs, abs=1e-3)
 
@@ -227,13 +233,7 @@ def test_echo_with_logprobs_scores_the_prompt(spec):
     kwargs = dict(model=MODEL, prompt=prompt, max_tokens=3, echo=True, logprobs=2, temperature=0)
     whole = client.completions.create(**kwargs).choices[0]
     assert whole.text.startswith(prompt) and "".join(whole.logprobs.tokens) == whole.text
-    text, tokens, offsets = "", [], []
-    for chunk in client.completions.create(**kwargs, stream=True):
-        for c in chunk.choices:
-            text += c.text
-            if c.logprobs is not None:
-                tokens += c.logprobs.tokens
-                offsets += c.logprobs.text_offset
+    text, tokens, _, offsets = _stream_logprobs(client.completions.create(**kwargs, stream=True))
     assert text == whole.text and tokens == whole.logprobs.tokens and offsets == whole.logprobs.text_offset
     alone = client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=2).choices[0].logprobs
     for choice in client.completions.create(**{**kwargs, "temperature": 0.8, "seed": 1}, n=2).choices:
