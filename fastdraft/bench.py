@@ -6,9 +6,11 @@
 All configurations run on the same IR folders and the same token ids, greedy, after a warm-up, each from
 cold caches (no prefix reuse between configurations: each pays its own prefill), and interleaved prompt
 by prompt (each prompt runs every configuration before the next prompt, in an order rotated by one per
-prompt), so drift in machine load hits all of them alike. Reported: tokens/s (generated tokens / wall time, prefill
-included), the ratio to our plain decoding, acceptance, and how many outputs equal our plain greedy
-output token for token.
+prompt), so drift in machine load hits all of them alike; `--rounds R` repeats the whole set. Reported:
+tokens/s (generated tokens / wall time, prefill included), the ratio to our plain decoding, the median and
+range of that ratio taken prompt by prompt (each configuration against our plain decoding of the same
+prompt, run within the same minute: less exposed to the machine's drift than the totals), acceptance,
+and how many outputs equal our plain greedy output token for token.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--task", default=None, help="only the lines whose 'task' field is this (e.g. code)")
     parser.add_argument("--num-prompts", type=int, default=10, help="first N prompts of the file")
     parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per prompt")
+    parser.add_argument("--rounds", type=int, default=1, help="run the whole prompt set this many times")
     parser.add_argument("--ks", default="3,5,7", help="draft lengths for our engine, comma-separated")
     parser.add_argument("--genai-ks", default="3,5", help="draft lengths for openvino-genai, comma-separated")
     parser.add_argument("--no-adaptive", action="store_true", help="skip our adaptive-k configuration")
@@ -60,6 +63,7 @@ class Tally:
     draft_tokens: int = 0
     accepted_per_position: list[int] = field(default_factory=list)
     reached_per_position: list[int] = field(default_factory=list)
+    paired_ratios: list[float] = field(default_factory=list)  # per prompt run: tok/s over ours plain's on it
 
     @property
     def tokens_per_second(self) -> float:
@@ -157,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     from fastdraft.generate_cmd import encode_prompt, load_from_args
 
     engine, tokenizer, target, draft = load_from_args(args)
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, got {args.rounds}")
     with open(args.prompts) as f:
         records = [json.loads(line) for line in f if line.strip()]
     prompts = [r for r in records if args.task is None or r.get("task") == args.task][:args.num_prompts]
@@ -174,26 +180,28 @@ def run(args: argparse.Namespace) -> int:
         run_one(prompt_ids[0], 16)
     tallies = {name: Tally(name) for name, _ in configs}
     records = []
-    for index, ids in enumerate(prompt_ids):
+    for index in range(args.rounds * len(prompt_ids)):
+        ids = prompt_ids[index % len(prompt_ids)]
         runs = {}
         shift = index % len(configs)  # rotate the order prompt by prompt: no configuration always runs last
         for name, run_one in configs[shift:] + configs[:shift]:
             start = time.perf_counter()
             tokens, stats = run_one(ids, args.max_tokens)
             runs[name] = (tokens, stats, time.perf_counter() - start)
-        reference = runs["ours plain"][0]  # the greedy reference
+        reference, _, reference_seconds = runs["ours plain"]  # the greedy reference
         for name, _ in configs:
             tokens, stats, seconds = runs[name]
             tally = tallies[name]
+            tally.paired_ratios.append(len(tokens) / seconds / (len(reference) / reference_seconds))
             tally.tokens += len(tokens)
             tally.seconds += seconds
             tally.runs += 1
             tally.exact += tokens == reference
             if stats is not None:
                 tally.add_stats(stats)
-            records.append({"prompt": index, "config": name, "tokens": len(tokens), "seconds": round(seconds, 4),
+            records.append({"prompt": index % len(prompt_ids), "round": index // len(prompt_ids), "config": name, "tokens": len(tokens), "seconds": round(seconds, 4),
                             "exact": tokens == reference, "stats": stats.to_dict() if stats else None})
-        print(f"prompt {index + 1}/{len(prompt_ids)}: " + ", ".join(
+        print(f"prompt {index + 1}/{args.rounds * len(prompt_ids)}: " + ", ".join(
             f"{t.name} {t.tokens_per_second:.2f}" for t in tallies.values()), file=sys.stderr)
     print_table(tallies)
     if args.json_out:
@@ -209,6 +217,9 @@ def summary(tally: Tally, tallies: dict[str, Tally]) -> dict:
     acceptance = [a / r if r else 0.0 for a, r in zip(tally.accepted_per_position, tally.reached_per_position)]
     return {"config": tally.name, "tokens_per_second": round(tally.tokens_per_second, 3),
             "ratio_to_ours_plain": round(tally.tokens_per_second / base, 3) if base else None,
+            "paired_ratio_median": round(float(np.median(tally.paired_ratios)), 3) if tally.paired_ratios else None,
+            "paired_ratio_range": [round(min(tally.paired_ratios), 3), round(max(tally.paired_ratios), 3)]
+            if tally.paired_ratios else None,
             "mean_accepted_length": round(tally.mean_accepted_length, 3) if tally.mean_accepted_length else None,
             "alpha": round(sum(tally.accepted_per_position) / sum(tally.reached_per_position), 3)
             if sum(tally.reached_per_position) else None,
@@ -217,11 +228,14 @@ def summary(tally: Tally, tallies: dict[str, Tally]) -> dict:
 
 
 def print_table(tallies: dict[str, Tally]) -> None:
-    print("| configuration | tok/s | x ours plain | mean accepted length | alpha | same as plain greedy |")
-    print("|---|---|---|---|---|---|")
+    print("| configuration | tok/s | x ours plain | per prompt: median [range] | mean accepted length | alpha "
+          "| same as plain greedy |")
+    print("|---|---|---|---|---|---|---|")
     for tally in tallies.values():
         row = summary(tally, tallies)
         mal = row["mean_accepted_length"]
+        low, high = row["paired_ratio_range"]
         print(f"| {row['config']} | {row['tokens_per_second']:.2f} | {row['ratio_to_ours_plain']:.2f} | "
+              f"{row['paired_ratio_median']:.2f} [{low:.2f}-{high:.2f}] | "
               f"{mal if mal is not None else '-'} | {row['alpha'] if row['alpha'] is not None else '-'} | "
               f"{row['exact_match']} |")
