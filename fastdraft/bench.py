@@ -160,9 +160,9 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
 def run(args: argparse.Namespace) -> int:
     from fastdraft.generate_cmd import encode_prompt, load_from_args
 
-    engine, tokenizer, target, draft = load_from_args(args)
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {args.rounds}")
+    engine, tokenizer, target, draft = load_from_args(args)
     with open(args.prompts) as f:
         records = [json.loads(line) for line in f if line.strip()]
     prompts = [r for r in records if args.task is None or r.get("task") == args.task][:args.num_prompts]
@@ -199,8 +199,9 @@ def run(args: argparse.Namespace) -> int:
             tally.exact += tokens == reference
             if stats is not None:
                 tally.add_stats(stats)
-            records.append({"prompt": index % len(prompt_ids), "round": index // len(prompt_ids), "config": name, "tokens": len(tokens), "seconds": round(seconds, 4),
-                            "exact": tokens == reference, "stats": stats.to_dict() if stats else None})
+            records.append({"prompt": index % len(prompt_ids), "round": index // len(prompt_ids), "config": name,
+                            "tokens": len(tokens), "seconds": round(seconds, 4), "exact": tokens == reference,
+                            "stats": stats.to_dict() if stats else None})
         print(f"prompt {index + 1}/{args.rounds * len(prompt_ids)}: " + ", ".join(
             f"{t.name} {t.tokens_per_second:.2f}" for t in tallies.values()), file=sys.stderr)
     print_table(tallies)
