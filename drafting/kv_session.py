@@ -28,7 +28,14 @@ class KVSession:
         self._mask = np.zeros(self._capacity, dtype=np.int64)  # per physical slot: 1 kept, 0 masked
         self._slot = np.zeros(self._capacity, dtype=np.int64)  # physical slot of each logical position
         self._physical = 0  # physical slots in use
-        self._beam_idx = np.zeros(1, dtype=np.int32)
+        # Inputs that keep their shape are set once and updated in place; the others are wrapped around
+        # numpy memory each call, then start_async/wait. Against infer() with an input dict this saved
+        # 0.4 ms per one-token call on the 0.5B and on smollm2-135m (1-3% of their steps), paired A/B.
+        self._num_logits = ov.Tensor(ov.Type.i64, [1])
+        self.request.set_tensor(NUM_LOGITS_INPUT, self._num_logits)
+        beam_idx = ov.Tensor(ov.Type.i32, [1])
+        beam_idx.data[:] = 0
+        self.request.set_tensor("beam_idx", beam_idx)
         self.compactions = 0
 
     @property
@@ -54,16 +61,17 @@ class KVSession:
         self._mask[start_physical:start_physical + n] = 1
         self._slot[start_logical:start_logical + n] = np.arange(start_physical, start_physical + n)
         self._physical += n
-        inputs = {
-            "input_ids": np.asarray(token_ids, dtype=np.int64)[None, :],
-            "attention_mask": self._mask[None, :self._physical],
-            "position_ids": np.arange(start_logical, start_logical + n, dtype=np.int64)[None, :],
-            "beam_idx": self._beam_idx,
-            NUM_LOGITS_INPUT: np.array([num_logits], dtype=np.int64),
-        }
-        self.request.infer(inputs, share_inputs=True, share_outputs=True)
+        request = self.request
+        input_ids = np.asarray(token_ids, dtype=np.int64)[None, :]
+        position_ids = np.arange(start_logical, start_logical + n, dtype=np.int64)[None, :]
+        request.set_tensor("input_ids", ov.Tensor(input_ids, shared_memory=True))
+        request.set_tensor("attention_mask", ov.Tensor(self._mask[None, :self._physical], shared_memory=True))
+        request.set_tensor("position_ids", ov.Tensor(position_ids, shared_memory=True))
+        self._num_logits.data[0] = num_logits
+        request.start_async()
+        request.wait()
         self.tokens.extend(token_ids)
-        return self.request.get_tensor("logits").data[0]
+        return request.get_tensor("logits").data[0]
 
     def truncate(self, length: int) -> None:
         """Keep the first `length` logical tokens; mask the rest."""
