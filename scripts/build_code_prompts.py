@@ -31,6 +31,19 @@ MAX_IMPORT_LINES = 12
 MAX_PROMPT_CHARS = 1500
 
 
+def parse_source(text: str) -> tuple[ast.Module, list[str]] | None:
+    """The file's syntax tree and its lines (line endings kept), or None when it does not parse."""
+    try:
+        return ast.parse(text), text.splitlines(keepends=True)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def definition_start(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """First line of a function definition, its decorators included."""
+    return min([d.lineno for d in node.decorator_list] + [node.lineno])
+
+
 def import_header(tree: ast.Module, lines: list[str]) -> str:
     imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))][:MAX_IMPORT_LINES]
     return "".join("".join(lines[node.lineno - 1:node.end_lineno]) for node in imports)
@@ -38,11 +51,10 @@ def import_header(tree: ast.Module, lines: list[str]) -> str:
 
 def function_prompts(source: str, path: str, text: str):
     """Yield (id, prompt) for each usable function of one file."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    parsed = parse_source(text)
+    if parsed is None:
         return
-    lines = text.splitlines(keepends=True)
+    tree, lines = parsed
     header = import_header(tree, lines)
     scopes = [(node, None) for node in tree.body]
     scopes += [(child, node) for node in tree.body if isinstance(node, ast.ClassDef) for child in node.body]
@@ -52,7 +64,7 @@ def function_prompts(source: str, path: str, text: str):
         docstring = ast.get_docstring(node, clean=False)
         if docstring is None or not 40 <= len(docstring) <= 800 or len(node.body) < 3:
             continue
-        start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+        start = definition_start(node)
         signature_and_docstring = "".join(lines[start - 1:node.body[0].end_lineno])
         class_line = f"class {cls.name}:\n" if cls is not None else ""
         prompt = (header + "\n\n" if header else "") + class_line + signature_and_docstring

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.build_code_prompts import add_arguments, collect  # noqa: E402
+from scripts.build_code_prompts import add_arguments, collect, definition_start, parse_source  # noqa: E402
 
 INSTRUCTION = ("Add type hints to every parameter and to the return value of this Python function, changing "
                "nothing else. Reply with the complete function in one ```python code block and no explanation.")
@@ -28,15 +28,14 @@ MIN_LINES, MAX_LINES, MAX_CHARS = 10, 35, 1200
 
 def whole_functions(source: str, path: str, text: str):
     """Yield (id, function source) for each usable top-level function of one file."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    parsed = parse_source(text)
+    if parsed is None:
         return
-    lines = text.splitlines(keepends=True)
+    tree, lines = parsed
     for node in tree.body:
         if not isinstance(node, ast.FunctionDef) or node.returns is not None:
             continue
-        start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+        start = definition_start(node)
         body = "".join(lines[start - 1:node.end_lineno])
         if not MIN_LINES <= node.end_lineno - start + 1 <= MAX_LINES or len(body) > MAX_CHARS or not body.isascii():
             continue
