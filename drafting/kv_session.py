@@ -20,6 +20,11 @@ COMPACT_WASTE_FRACTION = 0.25  # ... and above this fraction of the cache
 
 
 class KVSession:
+    # Compaction thresholds; an instance may lower them (scripts/exactness_ab.py sets both to 0 to keep the
+    # cache free of masked slots, which is what makes greedy output bit-identical at reduced precision).
+    compact_min_waste = COMPACT_MIN_WASTE
+    compact_waste_fraction = COMPACT_WASTE_FRACTION
+
     def __init__(self, model: StatefulCausalLM):
         self.model = model
         self.request = model.compiled.create_infer_request()
@@ -83,7 +88,7 @@ class KVSession:
             return
         self._mask[self._slot[length:len(self.tokens)]] = 0
         del self.tokens[length:]
-        if self.masked_slots > max(COMPACT_MIN_WASTE, COMPACT_WASTE_FRACTION * self._physical):
+        if self.masked_slots > max(self.compact_min_waste, self.compact_waste_fraction * self._physical):
             self.compact()
 
     def sync(self, context: list[int]) -> int:

@@ -77,8 +77,9 @@ class StatefulCausalLM:
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
         if precision == "f32":
-            # Full precision everywhere: a u8 KV cache or int8-quantized activations make a (k+1)-token
-            # verify and a one-token decode round differently, which flips argmax near-ties.
+            # Full precision everywhere: at bf16 (or with int8-quantized activations) attention over a cache
+            # holding masked rollback slots rounds differently from plain decoding's packed cache, which
+            # flips argmax near-ties (scripts/exactness_ab.py).
             config.update({"KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"})
         if cache_dir:
             config["CACHE_DIR"] = str(cache_dir)

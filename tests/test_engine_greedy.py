@@ -109,9 +109,9 @@ def test_prefix_reuse_across_requests_is_exact(models):
 
 
 def test_compaction_keeps_output_exact(models, monkeypatch):
-    import drafting.kv_session as kv_session
+    from drafting.kv_session import KVSession
 
-    monkeypatch.setattr(kv_session, "COMPACT_MIN_WASTE", 4)
+    monkeypatch.setattr(KVSession, "compact_min_waste", 4)
     proposer = DraftModelProposer(models["far"], models["target"].vocab_size)
     engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=6, max_sessions=1))
     result = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[1], max_new_tokens=80))
