@@ -74,11 +74,15 @@ class DraftModelSession:
         self.proposer = proposer
         self.cache = KVSession(proposer.model)
         self.last_catch_up_s = 0.0  # time of the last propose's first call, which feeds what the draft had not seen
+        self.last_was_copy = False
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
                 stop: DraftStop | None = None, limit: int | None = None) -> tuple[list[int], np.ndarray | None]:
         """Up to k draft tokens; after each, `stop` (if given) hears the probability the draft gave it."""
         proposer = self.proposer
+        if k <= 0:
+            self.last_catch_up_s = 0.0
+            return [], None
         if proposer.target_to_draft is not None:
             context = proposer.target_to_draft[np.asarray(context, dtype=np.int64)].tolist()
         kept = self.cache.sync(context)

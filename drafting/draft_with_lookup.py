@@ -7,6 +7,9 @@ step and may be longer, since a copied token costs no draft call, only its share
 ms on the 1.5B int8 target past 4 tokens).
 Which path runs is a function of the context alone, and a copy is a point mass, so rejection sampling stays
 exact. The model's KV cache skips the steps it did not draft and catches up on its next call.
+With adaptive k the policy sets only the model's k: it learns acceptance and cost from the model's steps
+alone (a copy's say nothing about the model: `last_was_copy`), and a copy is still offered when the policy
+has turned the model off (k = 0).
 
 Measured per path on the 1.5B int8 target with the shipped draft at k=3, copies up to 8 (held-out prompts,
 128 tokens): a copy step accepted 3.64 of 7.0 tokens on code, 3.08 of 5.9 on summarization and 2.08 of 5.1
@@ -47,6 +50,7 @@ class DraftWithLookupSession:
         self.proposer = proposer
         self.model = proposer.draft.new_session()
         self.last_catch_up_s = 0.0
+        self.last_was_copy = False
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
                 stop: DraftStop | None = None, limit: int | None = None) -> tuple[list[int], np.ndarray | None]:
@@ -54,10 +58,11 @@ class DraftWithLookupSession:
         room = proposer.copy_tokens if limit is None else min(proposer.copy_tokens, limit)
         copied = find_continuation(np.asarray(context, dtype=np.int64), room, proposer.match_ngram,
                                    proposer.match_ngram) if room > 0 else []
+        self.last_was_copy = bool(copied)
         if copied:
             self.last_catch_up_s = 0.0
             return copied, None
-        drafted, q = self.model.propose(context, k, params, rng, stop)
+        drafted, q = self.model.propose(context, k, params, rng, stop)  # k = 0 (adaptive turned the model off): none
         self.last_catch_up_s = self.model.last_catch_up_s
         return drafted, q
 

@@ -222,7 +222,7 @@ class Generation:
                           ) -> tuple[list[int], StepStats, list[TokenLogprob] | None]:
         params: SamplingParams = self.request.sampling
         draft_ids, draft_probs, draft_time = [], None, 0.0
-        if session is not None and k > 0:
+        if session is not None:  # even at k = 0: a draft + lookup proposer may still copy
             limit = max(k, limit)
             start = time.perf_counter()
             draft_ids, draft_probs = session.propose(context, k, params, rng, stop, limit=limit)
@@ -255,15 +255,15 @@ class Generation:
                 yield TokenGroup([], "cancelled", None, 0)
                 return
             remaining = request.max_new_tokens - len(self.token_ids)
-            k = 0
-            if session is not None and self.engine._speculation_allowed():
-                k = max(0, min(policy.next_k(), remaining - 1))
-            new_tokens, step, logprobs = self._speculative_step(slot.target, session, context, k, rng,
+            proposing = session if session is not None and self.engine._speculation_allowed() else None
+            k = max(0, min(policy.next_k(), remaining - 1)) if proposing is not None else 0
+            new_tokens, step, logprobs = self._speculative_step(slot.target, proposing, context, k, rng,
                                                                 policy.draft_stop(), limit=remaining - 1)
-            if session is not None:
-                policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s,
-                               session.last_catch_up_s if step.num_drafted else 0.0)
-                session.observe(step.num_drafted, step.num_accepted)
+            if proposing is not None:
+                if not proposing.last_was_copy:  # a copy's length and acceptance say nothing about the model's
+                    policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s,
+                                   proposing.last_catch_up_s if step.num_drafted else 0.0)
+                proposing.observe(step.num_drafted, step.num_accepted)
             yield self._emit(new_tokens, step, context, started, k, logprobs)
 
     def _emit(self, new_tokens: list[int], step: StepStats | None, context: list[int], started: float,

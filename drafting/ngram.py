@@ -27,9 +27,12 @@ class PromptLookupSession:
     def __init__(self, proposer: PromptLookupProposer):
         self.proposer = proposer
         self.last_catch_up_s = 0.0
+        self.last_was_copy = False  # its copies are its drafts: k applies
 
     def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
                 stop=None, limit: int | None = None) -> tuple[list[int], None]:  # a lookup scores nothing to ask `stop` with
+        if k <= 0:
+            return [], None
         return find_continuation(np.asarray(context, dtype=np.int64), k, self.proposer.max_ngram,
                                  self.proposer.min_ngram), None
 

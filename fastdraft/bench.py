@@ -46,7 +46,7 @@ def register(subparsers) -> None:
                              "and adaptive (repeatable; e.g. the shipped draft vs the off-the-shelf 0.5B)")
     parser.add_argument("--with-lookup", action="store_true",
                         help="also run each draft (--draft and every --compare-draft) combined with prompt lookup "
-                             "(drafting/draft_with_lookup.py) at --ks, copies up to --copy-tokens")
+                             "(drafting/draft_with_lookup.py) at --ks and adaptive, copies up to --copy-tokens")
     parser.add_argument("--json", dest="json_out", help="write all measurements to this JSON file")
     parser.set_defaults(func=run)
 
@@ -133,6 +133,8 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
                           engine.config, eos_token_ids=engine.eos_token_ids)
         for k in ks:
             configs.append((f"{name}+lookup k={k}", _ours(combined, {"num_draft_tokens": k, "adaptive": False})))
+        if not args.no_adaptive:
+            configs.append((f"{name}+lookup adaptive", _ours(combined, {"adaptive": True})))
 
     if draft is not None and not args.prompt_lookup:
         with_lookup("ours", engine.proposer)

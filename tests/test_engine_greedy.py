@@ -99,6 +99,46 @@ def test_adaptive_matches_plain(models):
     assert result.token_ids == plain(models, PROMPTS[0], 120).token_ids
 
 
+def test_adaptive_with_lookup_matches_plain_and_learns_only_from_the_models_steps(models, monkeypatch):
+    from drafting import adaptive
+    from drafting.draft_with_lookup import DraftWithLookupSession
+
+    observed, copies = [], []
+    learn, propose = adaptive.AdaptiveDraftLength.observe, DraftWithLookupSession.propose
+
+    def recording_observe(self, num_drafted, *args):
+        observed.append(num_drafted)
+        return learn(self, num_drafted, *args)
+
+    def recording_propose(self, *args, **kwargs):
+        ids = propose(self, *args, **kwargs)
+        copies.append(self.last_was_copy)
+        return ids
+    monkeypatch.setattr(adaptive.AdaptiveDraftLength, "observe", recording_observe)
+    monkeypatch.setattr(DraftWithLookupSession, "propose", recording_propose)
+    proposer = DraftWithLookupProposer(DraftModelProposer(models["near"], models["target"].vocab_size))
+    engine = Engine(models["target"], proposer, EngineConfig(num_draft_tokens=3, adaptive=True))
+    looped = PROMPTS[1] * 3
+    result = engine.generate_all(GenerationRequest(prompt_ids=looped, max_new_tokens=80))
+    assert result.token_ids == plain(models, looped, 80).token_ids
+    assert any(copies) and not all(copies), "the context should give both copies and model drafts"
+    assert len(observed) == copies.count(False), "copy steps must not reach the adaptive policy"
+
+
+def test_lookup_still_copies_when_adaptive_turns_the_model_off(models, monkeypatch):
+    from drafting import adaptive
+
+    monkeypatch.setattr(adaptive.AdaptiveDraftLength, "next_k", lambda self: 0)
+    proposer = DraftWithLookupProposer(DraftModelProposer(models["near"], models["target"].vocab_size))
+    engine = Engine(models["target"], proposer, EngineConfig(adaptive=True, max_sessions=1))
+    looped = PROMPTS[2] * 2
+    result = engine.generate_all(GenerationRequest(prompt_ids=looped, max_new_tokens=40))
+    assert result.token_ids == plain(models, looped, 40).token_ids
+    assert result.stats.drafts > 0 and result.stats.accepted_tokens > 0, "copies should still be proposed"
+    slot = engine._slots.get()
+    assert slot.proposer_session.model.cache.tokens == [], "at k = 0 the draft model must not run"
+
+
 def test_prefix_reuse_across_requests_is_exact(models):
     engine = Engine(models["target"], config=EngineConfig(max_sessions=1))
     first = engine.generate_all(GenerationRequest(prompt_ids=PROMPTS[2], max_new_tokens=20))
