@@ -10,7 +10,8 @@ prompt), so drift in machine load hits all of them alike; `--rounds R` repeats t
 tokens/s (generated tokens / wall time, prefill included), the ratio to our plain decoding, the median and
 range of that ratio taken prompt by prompt (each configuration against our plain decoding of the same
 prompt, run within the same minute: less exposed to the machine's drift than the totals), acceptance,
-and how many outputs equal our plain greedy output token for token.
+and how many outputs equal our plain greedy output token for token (the JSON also gives, per run, the first
+position where an output differs).
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
                 tally.add_stats(stats)
             records.append({"prompt": index % len(prompt_ids), "round": index // len(prompt_ids), "config": name,
                             "tokens": len(tokens), "seconds": round(seconds, 4), "exact": tokens == reference,
+                            "first_difference": first_difference(tokens, reference),
                             "stats": stats.to_dict() if stats else None})
         print(f"prompt {index + 1}/{args.rounds * len(prompt_ids)}: " + ", ".join(
             f"{t.name} {t.tokens_per_second:.2f}" for t in tallies.values()), file=sys.stderr)
@@ -213,6 +215,13 @@ def run(args: argparse.Namespace) -> int:
                        "prompts": len(prompts), "summary": [summary(t, tallies) for t in tallies.values()],
                        "runs": records}, f, indent=1)
     return 0
+
+
+def first_difference(tokens: list[int], reference: list[int]) -> int | None:
+    """Index of the first token where two outputs differ (the shorter one's length if one is a prefix); None if equal."""
+    if tokens == reference:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), min(len(tokens), len(reference)))
 
 
 def summary(tally: Tally, tallies: dict[str, Tally]) -> dict:

@@ -43,6 +43,7 @@ def main() -> int:
     from drafting.engine import Engine, EngineConfig
     from drafting.loader import compile_model, eos_token_ids, load_proposer
     from drafting.request import GenerationRequest
+    from fastdraft.bench import first_difference
     from fastdraft.generate_cmd import encode_prompt
     from models.resolve import resolve_model
     from transformers import AutoTokenizer
@@ -77,9 +78,8 @@ def main() -> int:
         return result.token_ids, time.perf_counter() - start
 
     def verdict(tokens, reference):
-        if tokens == reference:
-            return "equal"
-        return f"differs at {next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), min(len(tokens), len(reference)))}"
+        position = first_difference(tokens, reference)
+        return "equal" if position is None else f"differs at {position}"
 
     equal = {"masked": 0, "compacted": 0}
     seconds = {"plain": 0.0, "masked": 0.0, "compacted": 0.0}

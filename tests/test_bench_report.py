@@ -26,3 +26,9 @@ def test_rounds_below_one_is_refused_before_any_model_loads():
     args = argparse.Namespace(rounds=0, target="no-such-model")
     with pytest.raises(SystemExit, match="--rounds must be at least 1, got 0"):
         bench.run(args)
+
+
+def test_first_difference_locates_where_an_output_leaves_the_reference():
+    assert bench.first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert bench.first_difference([1, 9, 3], [1, 2, 3]) == 1
+    assert bench.first_difference([1, 2], [1, 2, 3]) == 2  # stopped early: differs where it ended
