@@ -174,20 +174,30 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
     return configs
 
 
+def load_prompts(path: str, task: str | None, num_prompts: int, tokenizer, chat: bool,
+                 ) -> tuple[list[dict], list[list[int]]]:
+    """The first num_prompts records of a JSONL prompt file (only task's, when given) and their token ids:
+    {'messages': [...]} through the chat template, {'prompt': text} raw or, with chat, as one user turn."""
+    from fastdraft.generate_cmd import encode_prompt
+
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    prompts = [r for r in records if task is None or r.get("task") == task][:num_prompts]
+    if not prompts:
+        raise SystemExit(f"{path}: no prompts" + (f" with task {task!r}" if task else ""))
+    prompt_ids = [list(tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True,
+                                                     return_dict=False))
+                  if "messages" in r else encode_prompt(tokenizer, r["prompt"], chat) for r in prompts]
+    return prompts, prompt_ids
+
+
 def run(args: argparse.Namespace) -> int:
-    from fastdraft.generate_cmd import encode_prompt, load_from_args
+    from fastdraft.generate_cmd import load_from_args
 
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {args.rounds}")
     engine, tokenizer, target, draft = load_from_args(args)
-    with open(args.prompts) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    prompts = [r for r in records if args.task is None or r.get("task") == args.task][:args.num_prompts]
-    if not prompts:
-        raise SystemExit(f"{args.prompts}: no prompts" + (f" with task {args.task!r}" if args.task else ""))
-    prompt_ids = [list(tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True,
-                                                     return_dict=False))
-                  if "messages" in r else encode_prompt(tokenizer, r["prompt"], args.chat) for r in prompts]
+    prompts, prompt_ids = load_prompts(args.prompts, args.task, args.num_prompts, tokenizer, args.chat)
     eos_ids = sorted(engine.eos_token_ids)
     configs = build_configs(args, target, draft, engine, eos_ids)
     print(f"# {len(configs)} configurations x {len(prompts)} prompts, {args.max_tokens} new tokens, greedy; "

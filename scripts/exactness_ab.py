@@ -20,7 +20,6 @@ rewrites every state tensor (get_state/set_state: ~20 ms at 300 cached tokens on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -43,8 +42,7 @@ def main() -> int:
     from drafting.engine import Engine, EngineConfig
     from drafting.loader import compile_model, eos_token_ids, load_proposer
     from drafting.request import GenerationRequest
-    from fastdraft.bench import first_difference
-    from fastdraft.generate_cmd import encode_prompt
+    from fastdraft.bench import first_difference, load_prompts
     from models.resolve import resolve_model
     from transformers import AutoTokenizer
 
@@ -64,11 +62,7 @@ def main() -> int:
     compacted = Engine(model, proposer, config, eos_token_ids=eos)
 
     tokenizer = AutoTokenizer.from_pretrained(target.tokenizer_dir)
-    with open(args.prompts) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    records = [r for r in records if r.get("task") == args.task and "prompt" in r][:args.num_prompts]
-    if not records:
-        raise SystemExit(f"{args.prompts}: no prompts with task {args.task!r}")
+    records, prompt_ids = load_prompts(args.prompts, args.task, args.num_prompts, tokenizer, chat=True)
 
     def generate(engine, ids, speculative):
         engine.forget_cached_prefixes()
@@ -83,8 +77,7 @@ def main() -> int:
 
     equal = {"masked": 0, "compacted": 0}
     seconds = {"plain": 0.0, "masked": 0.0, "compacted": 0.0}
-    for index, record in enumerate(records):
-        ids = encode_prompt(tokenizer, record["prompt"], chat=True)
+    for index, (record, ids) in enumerate(zip(records, prompt_ids)):
         runs = {"plain": generate(masked, ids, False), "masked": generate(masked, ids, True),
                 "compacted": generate(compacted, ids, True)}
         reference = runs["plain"][0]
