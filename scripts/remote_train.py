@@ -11,12 +11,16 @@ what training needs, in compact forms, and runs the same `python -m training.pre
     # here: the trained HF folder = the returned weights (+ the bundle's embedding when it was frozen)
     python scripts/remote_train.py unpack-result --draft runs/d4/pruned --bundle .gpu --result $OUT --out runs/d4/healed
 
-Two modes. Healing a pruned sibling (default): the embedding (tied input/output of a vocab_map input
+Three modes. Healing a pruned sibling (default): the embedding (tied input/output of a vocab_map input
 "draft" draft) travels as int4 and stays frozen (`--freeze-embeddings`); `unpack-result` rebuilds the
 very same int4-rounded values, so what was trained is what ships, and only the transformer blocks come
 back. From scratch (`--train-embeddings`): the embedding trains too and comes back with the blocks. What
-comes back is int8 per output row (the IR export quantizes to int8 again). Everything is deterministic
-numpy; no network access is needed there.
+comes back is int8 per output row (the IR export quantizes to int8 again). Continuing a trained draft
+(`pack --weights int8`, `train --train-embeddings [--grow-layers N]`): the weights travel as int8 rows, so
+training resumes from nearly what was trained, optionally grown deeper first (training/grow.py), and the
+trained model's config comes back with its weights. `pack --sources` sends only some of the corpus's
+sources (the ones not trained on yet, when the upload is tight). Everything is deterministic numpy; no
+network access is needed there.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def int8_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- pack (here)
 
-def pack(draft: Path, corpus_dir: Path, out: Path) -> None:
+def pack(draft: Path, corpus_dir: Path, out: Path, weights: str = "int4", sources: list[str] | None = None) -> None:
     from safetensors.numpy import load_file
 
     from training.data import Corpus
@@ -85,7 +89,8 @@ def pack(draft: Path, corpus_dir: Path, out: Path) -> None:
     arrays = {}
     for name, tensor in state.items():
         if tensor.ndim == 2:
-            for part, value in int4_pack(tensor).items():
+            parts = int4_pack(tensor) if weights == "int4" else dict(zip(("q", "scale"), int8_rows(tensor)))
+            for part, value in parts.items():
                 arrays[f"{name}::{part}"] = value
         else:
             arrays[name] = tensor.astype(np.float32)
@@ -94,24 +99,34 @@ def pack(draft: Path, corpus_dir: Path, out: Path) -> None:
         if (draft / name).exists():
             shutil.copy2(draft / name, out / name)
     (out / "tokenizer.json.xz").write_bytes(lzma.compress((draft / "tokenizer.json").read_bytes(), preset=9))
-    # corpus: each domain's stream in draft ids (fits uint16), lzma'd
+    # corpus: each domain's stream (of the chosen sources) in draft ids (fits uint16), lzma'd
     corpus = Corpus(corpus_dir)
+    listed = [s["name"] for s in corpus.manifest["sources"]]
+    unknown = sorted(set(sources or []) - set(listed))
+    if unknown:
+        raise SystemExit(f"--sources: {', '.join(unknown)} not in {corpus_dir} (it has {', '.join(listed)})")
+    streams: dict[str, list[np.ndarray]] = {}
+    for source in corpus.manifest["sources"]:
+        if source["tokens"] and (not sources or source["name"] in sources):
+            shard = np.fromfile(corpus_dir / "tokens" / f"{source['name']}.bin", dtype=np.uint32)
+            streams.setdefault(source["domain"], []).append(shard)
     table = vocab.input_table()
     domains = {}
-    for domain, maps in corpus.streams.items():
-        ids = table[np.concatenate([np.asarray(m) for m in maps])]
+    for domain, shards in streams.items():
+        ids = table[np.concatenate(shards)]
         if ids.max() >= 1 << 16:
             raise SystemExit(f"draft vocabulary of {vocab.model_vocab_size} rows does not fit uint16")
         (out / f"{domain}.u16.xz").write_bytes(lzma.compress(ids.astype(np.uint16).tobytes(), preset=6))
         domains[domain] = int(ids.size)
-    manifest = {"corpus": corpus.manifest, "domains": domains, "draft": str(draft)}
+    manifest = {"corpus": corpus.manifest, "domains": domains, "draft": str(draft), "weights": weights,
+                "sources": sources or listed}
     (out / "bundle.json").write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(p.stat().st_size for p in out.iterdir())
     print(f"bundle {out}: {total / 1e6:.1f} MB ({', '.join(f'{d} {n} tokens' for d, n in domains.items())})")
 
 
 def bundle_state(bundle: Path) -> dict[str, np.ndarray]:
-    """The fp32 weights the bundle describes (int4 matrices dequantized exactly as on the other side)."""
+    """The fp32 weights the bundle describes (int4/int8 matrices dequantized exactly as on the other side)."""
     data = np.load(bundle / "weights.npz")
     state, matrices = {}, {}
     for key in data.files:
@@ -121,7 +136,10 @@ def bundle_state(bundle: Path) -> dict[str, np.ndarray]:
         else:
             state[name] = data[key]
     for name, parts in matrices.items():
-        state[name] = int4_unpack(parts["packed"], parts["scale"], parts["shape"])
+        if "packed" in parts:
+            state[name] = int4_unpack(parts["packed"], parts["scale"], parts["shape"])
+        else:
+            state[name] = parts["q"].astype(np.float32) * parts["scale"][:, None]
     return state
 
 
@@ -185,6 +203,11 @@ def train(args) -> None:
 
     work: Path = args.work
     draft_dir, corpus_dir = unpack_bundle(args.bundle, work)
+    if args.grow_layers:
+        from training import grow
+
+        grow.main(["--draft", str(draft_dir), "--layers", str(args.grow_layers), "--out", str(work / "grown-hf")])
+        draft_dir = work / "grown-hf"
     common = ["--corpus", str(corpus_dir), "--stage", args.stage, "--init", str(draft_dir),
               *([] if args.train_embeddings else ["--freeze-embeddings"]), "--bf16", "--device", args.device,
               "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
@@ -202,6 +225,7 @@ def train(args) -> None:
     pretrain.main(common + ["--steps", str(steps), "--checkpoint-every", str(args.checkpoint_every),
                             "--max-minutes", f"{budget * 1.1 / 60:.2f}", "--out", str(work / "train")])
     pack_result(work / "train", args.out, with_embedding=args.train_embeddings)
+    shutil.copy2(draft_dir / "config.json", args.out / "model_config.json")
 
 
 def pack_result(run: Path, out: Path, with_embedding: bool = False) -> None:
@@ -257,7 +281,13 @@ def unpack_result(draft: Path, bundle: Path, result: Path, out: Path) -> None:
         state[name] = arrays["value"] if "value" in arrays else arrays["q"].astype(np.float32) * arrays["scale"][:, None]
     if EMBEDDING not in state:  # frozen during training: the exact int4-rounded values it trained with
         state[EMBEDDING] = bundle_state(bundle)[EMBEDDING]
-    model = AutoModelForCausalLM.from_pretrained(draft, dtype=torch.float32)
+    if (result / "model_config.json").exists():  # the trained architecture (e.g. grown deeper there)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(result / "model_config.json")
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(draft, dtype=torch.float32)
     expected = set(model.state_dict()) - {"lm_head.weight"}
     if set(state) != expected:
         raise SystemExit(f"result does not cover the draft: missing {sorted(expected - set(state))[:5]}, "
@@ -280,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draft", required=True, type=Path)
     p.add_argument("--corpus", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--weights", choices=("int4", "int8"), default="int4",
+                   help="int4 (group 32) for an init that training will reshape; int8 rows to continue a trained draft")
+    p.add_argument("--sources", default=None, help="comma-separated corpus sources to send (default: all)")
     t = sub.add_parser("train", help="on the accelerator: rebuild, calibrate, train, pack the result")
     t.add_argument("--bundle", required=True, type=Path)
     t.add_argument("--work", required=True, type=Path)
@@ -288,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--max-steps", type=int, default=1000, help="cap on optimizer steps (repetition of a small corpus)")
     t.add_argument("--train-embeddings", action="store_true",
                    help="train (and return) the embedding too: for a from-scratch draft")
+    t.add_argument("--grow-layers", type=int, default=0,
+                   help="grow the draft to this many layers (training/grow.py) before training")
     t.add_argument("--stage", default="code-nl")
     t.add_argument("--device", default="auto")
     t.add_argument("--batch-size", type=int, default=64)
@@ -301,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.command == "pack":
-        pack(args.draft, args.corpus, args.out)
+        pack(args.draft, args.corpus, args.out, args.weights, args.sources.split(",") if args.sources else None)
     elif args.command == "train":
         train(args)
     else:

