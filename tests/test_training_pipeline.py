@@ -258,3 +258,44 @@ def test_publish_never_leaves_a_half_written_draft(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".served")] == []
     with pytest.raises(FileNotFoundError, match="not an IR folder"):
         pub.publish(tmp_path, dest)
+
+
+def test_remote_train_continues_a_grown_draft_from_int8_weights(world, tmp_path):
+    # scripts/remote_train.py as a GPU box runs it, here on the CPU: pack (int8 weights, one corpus source),
+    # train (grow 2 -> 3 layers, calibrate, train), then unpack the returned weights into an HF draft folder
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("remote_train", REPO / "scripts" / "remote_train.py")
+    remote_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(remote_train)
+    assert pretrain.main(pretrain_args(world, tmp_path / "scratch", "--steps", "2", "--embed-init", "svd",
+                                       "--reduce-input")) == 0
+    draft = tmp_path / "scratch" / "hf"
+    sources = json.loads((world / "corpus" / "manifest.json").read_text())["sources"]
+    source = next(s for s in sources if s["domain"] == "nl")  # trained with stage "nl" below
+    bundle = tmp_path / "bundle"
+    remote_train.main(["pack", "--draft", str(draft), "--corpus", str(world / "corpus"), "--out", str(bundle),
+                       "--weights", "int8", "--sources", source["name"]])
+    assert json.loads((bundle / "bundle.json").read_text())["domains"] == {source["domain"]: source["tokens"]}
+    sent, original = remote_train.bundle_state(bundle), weights(draft)
+    for name, tensor in sent.items():  # int8 rows: within half a step of each row's scale
+        step = original[name].abs().amax(dim=-1, keepdim=True).numpy() / 127 if tensor.ndim == 2 else 0
+        assert np.all(np.abs(tensor - original[name].numpy()) <= step / 2 + 1e-6), name
+    with pytest.raises(SystemExit, match="--sources: nowhere not in"):
+        remote_train.main(["pack", "--draft", str(draft), "--corpus", str(world / "corpus"), "--out",
+                           str(tmp_path / "b2"), "--sources", "nowhere"])
+    result = tmp_path / "result"
+    remote_train.main(["train", "--bundle", str(bundle), "--work", str(tmp_path / "work"), "--out", str(result),
+                       "--train-embeddings", "--grow-layers", "3", "--budget-s", "1", "--max-steps", "10",
+                       "--batch-size", "2", "--seq-len", "16", "--lr", "1e-3", "--device", "cpu", "--stage", "nl"])
+    assert json.loads((result / "model_config.json").read_text())["num_hidden_layers"] == 3
+    remote_train.main(["unpack-result", "--draft", str(draft), "--bundle", str(bundle), "--result", str(result),
+                       "--out", str(tmp_path / "trained")])
+    trained, vocab = load_draft(tmp_path / "trained")
+    assert trained.config.num_hidden_layers == 3 and vocab.input_reduced
+    provenance = json.loads((tmp_path / "trained" / "fastdraft_provenance.json").read_text())
+    assert provenance["steps"] == 10
+    returned = np.load(result / "blocks-0.npz")
+    q, scale = returned["model.layers.2.mlp.down_proj.weight::q"], returned["model.layers.2.mlp.down_proj.weight::scale"]
+    torch.testing.assert_close(trained.model.layers[2].mlp.down_proj.weight,
+                               torch.from_numpy(q.astype(np.float32) * scale[:, None]))

@@ -128,3 +128,52 @@ def test_every_stage_has_help(module):
                                timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "--" in completed.stdout and "usage: python -m " + module in completed.stdout
+
+
+@pytest.mark.parametrize("reduced", ["tied-input", "output-only"])
+def test_grow_adds_identity_layers_and_keeps_the_logits(reduced):
+    from training import grow
+
+    model = presets.build_model(presets.from_name("tiny", num_layers=2), vocab_size=120, seed=3)
+    if reduced == "tied-input":
+        presets.reduce_tied_vocabulary(model, np.arange(0, 120, 4))
+    else:
+        presets.reduce_output_layer(model, 30, keep_ids=np.arange(0, 120, 4))
+    ids = torch.tensor([[3, 8, 13, 21, 5]])
+    grown = grow.grow(model, 5)
+    assert grown.config.num_hidden_layers == 5 and [b.self_attn.layer_idx for b in grown.model.layers] == list(range(5))
+    assert grow.layer_plan(2, 5) == [(0, False), (0, True), (0, True), (1, False), (1, True)]
+    torch.testing.assert_close(grown(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=1e-6)
+    if reduced == "tied-input":
+        assert grown.lm_head.weight is grown.get_input_embeddings().weight
+    # the copies are trainable layers, not frozen identities: their other weights are the original's
+    torch.testing.assert_close(grown.model.layers[1].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
+    assert not grown.model.layers[1].mlp.down_proj.weight.any()
+    with pytest.raises(ValueError, match="at least the draft's 2 layers"):
+        grow.grow(model, 1)
+
+
+def test_debian_package_source_reads_the_files_of_a_deb(tmp_path):
+    import shutil
+
+    from training import corpus
+
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is not installed")
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text("Package: fixture-doc\nVersion: 1.0\nArchitecture: all\n"
+                                            "Maintainer: fastdraft\nDescription: test fixture\n")
+    docs = root / "usr" / "share" / "doc" / "fixture" / "_sources"
+    docs.mkdir(parents=True)
+    (docs / "intro.rst.txt").write_text("Introduction\n============\n\nSome prose.\n")
+    (docs / "skip.html").write_text("<p>not a source</p>")
+    cache = tmp_path / "cache"
+    (cache / "fixture-doc-1.0").mkdir(parents=True)  # fetched already: no apt-get call
+    subprocess.run(["dpkg-deb", "--build", str(root), str(cache / "fixture-doc-1.0" / "fixture-doc_1.0_all.deb")],
+                   check=True, capture_output=True)
+    spec = {"name": "fixture-doc", "kind": "debian", "package": "fixture-doc", "version": "1.0",
+            "include": ["usr/share/doc/fixture/_sources/*.rst.txt"],
+            "domain": "nl", "cleaner": "text"}
+    files = list(corpus.iter_source_files(spec, cache))
+    assert files == [("usr/share/doc/fixture/_sources/intro.rst.txt", b"Introduction\n============\n\nSome prose.\n")]
