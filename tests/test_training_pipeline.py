@@ -299,3 +299,51 @@ def test_remote_train_continues_a_grown_draft_from_int8_weights(world, tmp_path)
     q, scale = returned["model.layers.2.mlp.down_proj.weight::q"], returned["model.layers.2.mlp.down_proj.weight::scale"]
     torch.testing.assert_close(trained.model.layers[2].mlp.down_proj.weight,
                                torch.from_numpy(q.astype(np.float32) * scale[:, None]))
+
+
+def test_agreement_counts_the_drafts_argmax_hits_on_target_text(world, tmp_path):
+    from transformers import AutoTokenizer
+
+    from training import agreement
+
+    assert pretrain.main(pretrain_args(world, tmp_path / "d", "--steps", "2", "--reduce-input")) == 0
+    folder, target = tmp_path / "d" / "hf", world / "target-hf"
+    model, vocab = load_draft(folder)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # text a model generated greedily agrees with that model everywhere (12 tokens per record)
+    own = []
+    for number, prompt in enumerate(["def add(a, b):\n", "The river ran"]):
+        prompt_ids, output = tokenizer(prompt, add_special_tokens=False)["input_ids"], []
+        for _ in range(12):
+            output.append(int(agreement.next_token_predictions(model, vocab, np.asarray(prompt_ids + output))[-1]))
+        if tokenizer(tokenizer.decode(output), add_special_tokens=False)["input_ids"] == output:
+            own.append({"id": f"own{number}", "task": "chat", "prompt": prompt, "output": tokenizer.decode(output)})
+    assert own
+    # real text: split fixture documents into a prompt and an output
+    texts = [text for text in fixtures.source_texts().values() if len(text) > 200][:3]
+    real = [{"id": f"real{n}", "task": "code", "prompt": text[:120], "output": text[120:400] + " ∑ζ§ ~^` ünï"}
+            for n, text in enumerate(texts)]  # the rare characters are outside the 200-token draft vocabulary
+    data = tmp_path / "generations.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in own + real))
+    assert agreement.main(["--data", str(data), "--draft", str(folder), "--draft", str(target),
+                           "--json", str(tmp_path / "agreement.json")]) == 0
+    result = json.loads((tmp_path / "agreement.json").read_text())
+    assert result[str(folder)]["chat"]["rate"] == 1.0 and result[str(folder)]["chat"]["tokens"] == 12 * len(own)
+    # the full-vocabulary target on the real text: the hits an independent argmax over the whole sequence finds
+    from transformers import AutoModelForCausalLM
+
+    full = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+    hits = tokens = outside = 0
+    for record in real:
+        prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
+        output = tokenizer(record["output"], add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            argmax = full(input_ids=torch.tensor([prompt + output])).logits[0].argmax(-1).tolist()
+        hits += sum(argmax[len(prompt) - 1 + i] == token for i, token in enumerate(output))
+        tokens += len(output)
+        outside += sum(token not in set(vocab.draft_to_target.tolist()) for token in output)
+    assert result[str(target)]["code"] == {"tokens": tokens, "agree": hits, "outside_vocab": 0,
+                                            "rate": round(hits / tokens, 4)}
+    assert hits < tokens
+    assert result[str(folder)]["code"]["outside_vocab"] == outside > 0

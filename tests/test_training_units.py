@@ -122,7 +122,7 @@ def test_schedules():
 
 
 @pytest.mark.parametrize("module", ["training.corpus", "training.pretrain", "training.prune", "training.generate",
-                                    "training.align", "training.evaluate"])
+                                    "training.align", "training.evaluate", "training.agreement", "training.grow"])
 def test_every_stage_has_help(module):
     completed = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                                timeout=120)
