@@ -286,6 +286,10 @@ def unpack_result(draft: Path, bundle: Path, result: Path, out: Path) -> None:
 
         config = AutoConfig.from_pretrained(result / "model_config.json")
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        if (draft / "generation_config.json").exists():  # from_config starts from defaults (no eos)
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(draft)
     else:
         model = AutoModelForCausalLM.from_pretrained(draft, dtype=torch.float32)
     expected = set(model.state_dict()) - {"lm_head.weight"}

@@ -293,6 +293,9 @@ def test_remote_train_continues_a_grown_draft_from_int8_weights(world, tmp_path)
                        "--out", str(tmp_path / "trained")])
     trained, vocab = load_draft(tmp_path / "trained")
     assert trained.config.num_hidden_layers == 3 and vocab.input_reduced
+    sent_generation = json.loads((draft / "generation_config.json").read_text())
+    assert json.loads((tmp_path / "trained" / "generation_config.json").read_text())["eos_token_id"] == \
+        sent_generation["eos_token_id"] is not None
     provenance = json.loads((tmp_path / "trained" / "fastdraft_provenance.json").read_text())
     assert provenance["steps"] == 10
     returned = np.load(result / "blocks-0.npz")

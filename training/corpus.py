@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
+import io
 import json
 import logging
 import platform
@@ -32,7 +33,6 @@ import re
 import subprocess
 import sys
 import sysconfig
-import io
 import tarfile
 import zipfile
 from pathlib import Path
@@ -118,26 +118,26 @@ def iter_source_files(spec: dict, cache_dir: Path):
                 yield rel, (root / rel).read_bytes()
         return
     archive = fetch(spec, cache_dir)
-    if archive.suffix == ".deb":  # an ar archive around data.tar.*: dpkg-deb streams the file tree
-        tree = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(archive)], check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(tree)) as tf:
-            members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name)
-            for member in members:
-                rel = member.name.removeprefix("./")
-                if matches(rel, include) and not matches(rel, exclude):
-                    yield rel, tf.extractfile(member).read()
-        return
     if archive.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(archive) as zf:
             for rel in sorted(zf.namelist()):
                 if matches(rel, include) and not matches(rel, exclude) and not rel.endswith("/"):
                     yield rel, zf.read(rel)
+    elif archive.suffix == ".deb":  # an ar archive around data.tar.*: dpkg-deb streams the file tree
+        tree = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(archive)], check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tree)) as tf:
+            yield from tar_files(tf, include, exclude)
     else:
         with tarfile.open(archive) as tf:
-            members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name)
-            for member in members:
-                if matches(member.name, include) and not matches(member.name, exclude):
-                    yield member.name, tf.extractfile(member).read()
+            yield from tar_files(tf, include, exclude)
+
+
+def tar_files(tf: tarfile.TarFile, include, exclude):
+    """(path without a leading './', bytes) of a tar's regular files that match, in sorted name order."""
+    for member in sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name):
+        rel = member.name.removeprefix("./")
+        if matches(rel, include) and not matches(rel, exclude):
+            yield rel, tf.extractfile(member).read()
 
 
 def fetch(spec: dict, cache_dir: Path) -> Path:

@@ -20,7 +20,6 @@ import re
 import sys
 from pathlib import Path
 
-from training import vocab_map as vm
 from training.draft_folder import load_draft, save_draft
 
 log = logging.getLogger("training.grow")
@@ -42,7 +41,7 @@ def layer_plan(old_layers: int, new_layers: int) -> list[tuple[int, bool]]:
 
 
 def grow(model, new_layers: int):
-    """A new model with `new_layers` layers that computes what `model` does (same dtype, eval/train mode)."""
+    """A new model (same dtype) with `new_layers` layers that computes what `model` computes."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -89,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab = load_draft(args.draft)
     grown = grow(model, args.layers)
     plan = layer_plan(model.config.num_hidden_layers, args.layers)
-    save_draft(grown, args.out, args.draft, vocab if vocab is not None else vm.load(args.draft),
-               provenance={"command": "training.grow", "grown_from": str(args.draft),
-                           "layers": [f"{source}{'(identity copy)' if identity else ''}" for source, identity in plan]})
+    layers = [f"{source}{' (identity copy)' if identity else ''}" for source, identity in plan]
+    save_draft(grown, args.out, args.draft, vocab,
+               provenance={"command": "training.grow", "grown_from": str(args.draft), "layers": layers})
     log.info("%s: %d -> %d layers, %.2fM -> %.2fM params", args.out, model.config.num_hidden_layers, args.layers,
              sum(p.numel() for p in model.parameters()) / 1e6, sum(p.numel() for p in grown.parameters()) / 1e6)
     return 0
