@@ -48,9 +48,7 @@ def next_token_predictions(model, vocab, ids: np.ndarray) -> np.ndarray:
 
 def agreement(model, vocab, tokenizer, records: list[dict], max_len: int = 1024) -> dict[str, dict]:
     """Per task and "all": output tokens, agreeing tokens, tokens outside the draft vocabulary, and the rate."""
-    kept = None if vocab is None else np.zeros(vocab.target_vocab_size, dtype=bool)
-    if kept is not None:
-        kept[vocab.draft_to_target] = True
+    kept = None if vocab is None else vocab.label_table() >= 0  # target ids the draft can propose
     counts: dict[str, dict] = defaultdict(lambda: {"tokens": 0, "agree": 0, "outside_vocab": 0})
     for record in records:
         prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
