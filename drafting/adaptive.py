@@ -1,158 +1,124 @@
-"""Draft-length policies: how many tokens to draft at the next step.
+"""Draft length per step, chosen from measured costs and each sequence's acceptance per position.
 
-`FixedDraftLength` always drafts k. `AdaptiveDraftLength` picks, before every step, the k that maximises
-expected tokens per second under the speculative-decoding cost model (REFERENCE.md):
+Before every step, for the sequences that decode in it, the policy picks the k (k = 0 allowed: plain
+decoding) that maximises expected emitted tokens per second of step time:
 
-    tokens(k) = (1 - alpha^(k+1)) / (1 - alpha)        expected tokens per target call
-    time(k)   = k * t_draft + t_target(k)               measured, per k where seen
-    k*        = argmax tokens(k) / time(k), or 0 (plain decoding) when no k beats a plain step
+    expected_i(k) = 1 + sum over j = 1..k of prod over m = 1..j of a_i(m)    (a_i(m): P(position m accepted |
+                                                                             positions before it accepted))
+    time(K)       = t_target(tokens fed by the step) + t_draft(K calls, the drafting sequences)
+    K*            = argmax over K of sum_i expected_i(min(K, room_i)) / time(K)
 
-alpha, t_draft and t_target are exponential moving averages of what the engine observed, so k follows
-the text: long on boilerplate the draft predicts, short (or off) where it fails.
+then trims each sequence's k while its last drafted token is expected to bring fewer tokens per second of
+verify cost than the step as a whole (a weak sequence drafts less than a strong one in the same batch).
+The costs come from drafting/cost_model.py (measured on this machine, so the same policy drafts long where
+verification is flat and short, or not at all, where it is compute-bound or the batch is large).
 
-Within a step, k is only a cap: the draft stops once the chance that the whole draft is accepted falls
-below the break-even point where one more draft token costs (draft call plus its share of the verify)
-as much as the time it would save if accepted:
-
-    chance    = product over drafted tokens of P(accepted | the probability the draft gave it)
-    break-even = (t_draft + dt_target/dk) / (time per emitted token)
-
-P(accepted | probability) is learned during the generation, per tenth of probability: a draft's own
-probability is not an acceptance rate (stopping on it raw cut the 0.5B sibling's drafts to a mean
-accepted length of 3.3 against 4.9 at k=5 on code), so it is calibrated, not trusted.
+a_i(m) is kept per position, never pooled across positions: the first drafted token is accepted less
+often than later ones (on code 0.57-0.61 against 0.74-0.80 for the 28M draft), and treating them as one
+rate made long easy spans look less likely than they are. Each sequence's counts start from the
+engine-wide ones (a prior worth PRIOR_WEIGHT observations), so a new sequence starts from what the server
+has seen and then follows its own text.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass, field
 
+from drafting.cost_model import StepCostModel
 from drafting.request import MAX_DRAFT_TOKENS
 
-CALIBRATION_BUCKETS = 10  # tenths of the draft's probability
+MAX_K = 8  # the longest draft the policy considers
+DECAY = 0.9  # weight of history in a sequence's acceptance counts
+PRIOR_WEIGHT = 4.0  # the engine-wide acceptance counts as this many observations of a new sequence
+PROBE_EVERY = 16  # steps: try one token more than chosen (or k = 1 when drafting is off), to keep measuring
 
 
-class FixedDraftLength:
-    def __init__(self, k: int):
-        self.k = k
+@dataclass
+class Acceptance:
+    """Decayed counts of positions reached and accepted, per draft position."""
 
-    def next_k(self) -> int:
-        return self.k
+    reached: list[float] = field(default_factory=lambda: [0.0] * MAX_DRAFT_TOKENS)
+    accepted: list[float] = field(default_factory=lambda: [0.0] * MAX_DRAFT_TOKENS)
+    decay: float = DECAY
 
-    def draft_stop(self) -> None:
-        return None  # a fixed k drafts k tokens
+    def observe(self, num_drafted: int, num_accepted: int) -> None:
+        for position in range(min(num_accepted + 1, num_drafted)):
+            self.reached[position] = self.decay * self.reached[position] + 1.0
+            self.accepted[position] = self.decay * self.accepted[position] + (position < num_accepted)
 
-    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float,
-                catch_up_s: float = 0.0) -> None:
-        pass
+    def rate(self, position: int, prior: "Acceptance | None" = None) -> float:
+        reached, accepted = self.reached[position], self.accepted[position]
+        if prior is not None:
+            prior_rate = prior.rate(position)
+            return (accepted + PRIOR_WEIGHT * prior_rate) / (reached + PRIOR_WEIGHT)
+        return (accepted + 0.5) / (reached + 1.0)  # an untried position: even odds
+
+    def expected_tokens(self, k: int, prior: "Acceptance | None" = None) -> list[float]:
+        """[expected emitted tokens at k' = 0..k]: 1 (the target's own token) plus the chance of each prefix."""
+        total, chance, out = 1.0, 1.0, [1.0]
+        for position in range(k):
+            chance *= self.rate(position, prior)
+            total += chance
+            out.append(total)
+        return out
 
 
-class AdaptiveDraftLength:
-    def __init__(self, initial_k: int = 5, max_k: int = MAX_DRAFT_TOKENS // 2, decay: float = 0.85,
-                 probe_every: int = 8):
-        self.k = initial_k
+@dataclass
+class DecodingSequence:
+    """What the policy needs of one sequence that decodes this step."""
+
+    acceptance: Acceptance
+    room: int  # the longest draft it may take (tokens left, the request's cap)
+
+
+class DraftLengthPolicy:
+    def __init__(self, costs: StepCostModel, max_k: int = MAX_K, probe_every: int = PROBE_EVERY):
+        self.costs = costs
         self.max_k = max_k
-        self.decay = decay  # weight of history in the moving averages
-        self.probe_every = probe_every  # when drafting is off, try k=1 this often to notice recovery
-        # decayed counts of tested and accepted draft positions; prior: 1 of 2, so one unlucky first draft
-        # (the 0.5B: 0 of 5 on a prompt it then drafts at 0.9) does not switch drafting off for 8 steps
-        self._accepted = 1.0
-        self._tested = 2.0
-        self._draft_token_time: float | None = None
-        self._target_time: dict[int, float] = {}  # k -> moving average of one target call
-        self._time_per_token: float | None = None  # moving average of step time / emitted tokens
-        self._steps_off = 0
-        # P(accepted | draft probability) per bucket; prior: one observation at face value
-        self._bucket_tested = np.ones(CALIBRATION_BUCKETS)
-        self._bucket_accepted = (np.arange(CALIBRATION_BUCKETS) + 0.5) / CALIBRATION_BUCKETS
-        self._step_probabilities: list[float] = []  # of the tokens drafted in the current step
-        self._step_chance = 1.0
-        self._step_break_even = 0.0
+        self.probe_every = probe_every
+        self.engine_acceptance = Acceptance(decay=0.99)  # every sequence's model drafts, the prior of new ones
+        self._steps = 0
+        self.last_rate = 0.0  # expected tokens per second of the last plan (diagnostics)
 
-    @property
-    def alpha(self) -> float:
-        return self._accepted / self._tested  # the prior keeps _tested > 0
+    def observe(self, acceptance: Acceptance, num_drafted: int, num_accepted: int) -> None:
+        acceptance.observe(num_drafted, num_accepted)
+        self.engine_acceptance.observe(num_drafted, num_accepted)
 
-    def observe(self, num_drafted: int, num_accepted: int, draft_time_s: float, target_time_s: float,
-                catch_up_s: float = 0.0) -> None:
-        """catch_up_s: the part of draft_time_s spent on the draft's first call of the step, which also feeds
-        what the draft had not seen (its whole prompt on the first step: a 0.5B draft's prefill looked like
-        257 ms a token and switched drafting off for the whole generation)."""
-        d = self.decay
-        steady_draft_time = draft_time_s  # what the step costs without catch-up
-        if num_drafted:
-            tested = min(num_accepted + 1, num_drafted)  # positions actually compared before the first reject
-            self._accepted = d * self._accepted + num_accepted
-            self._tested = d * self._tested + tested
-            # a token's cost, from the calls that draft one token each (all of them when there was no catch-up)
-            one_token_calls = num_drafted - 1 if catch_up_s else num_drafted
-            if one_token_calls:
-                per_token = (draft_time_s - catch_up_s) / one_token_calls
-                self._draft_token_time = per_token if self._draft_token_time is None else d * self._draft_token_time + (1 - d) * per_token
-            steady_draft_time = num_drafted * (self._draft_token_time or 0.0)
-        previous = self._target_time.get(num_drafted)
-        self._target_time[num_drafted] = target_time_s if previous is None else d * previous + (1 - d) * target_time_s
-        for position, probability in enumerate(self._step_probabilities[:num_accepted + 1]):
-            bucket = self._bucket(probability)
-            self._bucket_tested[bucket] += 1
-            self._bucket_accepted[bucket] += position < num_accepted
-        self._step_probabilities = []
-        per_emitted = (steady_draft_time + target_time_s) / (num_accepted + 1)
-        self._time_per_token = per_emitted if self._time_per_token is None else d * self._time_per_token + (1 - d) * per_emitted
-        self.k = self._choose()
+    def choose(self, sequences: list[DecodingSequence], other_tokens: int) -> list[int]:
+        """k per sequence for one step; other_tokens: prompt tokens that share the step's target call."""
+        if not sequences:
+            return []
+        self._steps += 1
+        rooms = [min(s.room, self.max_k) for s in sequences]
+        if max(rooms) == 0:
+            return [0] * len(sequences)
+        if not self.costs.ready:  # nothing measured yet: two tokens measure a draft call and a verify
+            return [min(2, r) for r in rooms]
+        curves = [s.acceptance.expected_tokens(r, self.engine_acceptance) for s, r in zip(sequences, rooms)]
+        base_tokens = other_tokens + len(sequences)
+        best_rate, best_k = -1.0, 0
+        for k in range(0, max(rooms) + 1):
+            ks = [min(k, r) for r in rooms]
+            rate = sum(curve[ki] for curve, ki in zip(curves, ks)) / self._seconds(base_tokens, ks)
+            if rate > best_rate * 1.0001:
+                best_rate, best_k = rate, k
+        ks = [min(best_k, r) for r in rooms]
+        # trim: the last drafted token of each sequence must pay for its share of the verify
+        for i, curve in enumerate(curves):
+            while ks[i] > 0:
+                gain = curve[ks[i]] - curve[ks[i] - 1]
+                fed = base_tokens + sum(ks)
+                verify_cost = self.costs.target_seconds(fed) - self.costs.target_seconds(fed - 1)
+                if verify_cost <= 0 or gain / verify_cost >= best_rate:
+                    break
+                ks[i] -= 1
+        if self._steps % self.probe_every == 0:  # measure one more token than the plan, or k = 1 when off
+            i = self._steps // self.probe_every % len(sequences)
+            ks[i] = min(ks[i] + 1, rooms[i])
+        self.last_rate = best_rate
+        return ks
 
-    @staticmethod
-    def _bucket(probability: float) -> int:
-        return min(int(probability * CALIBRATION_BUCKETS), CALIBRATION_BUCKETS - 1)
-
-    def acceptance_given(self, probability: float) -> float:
-        """Learned P(target accepts a drafted token | the probability the draft gave it)."""
-        bucket = self._bucket(probability)
-        return float(self._bucket_accepted[bucket] / self._bucket_tested[bucket])
-
-    def draft_stop(self) -> "AdaptiveDraftLength":
-        """Start a step: the draft then asks keep_drafting() after each token."""
-        self._step_probabilities, self._step_chance = [], 1.0
-        self._step_break_even = self.break_even()  # fixed within the step: nothing is observed until it ends
-        return self
-
-    def keep_drafting(self, probability: float) -> bool:
-        self._step_probabilities.append(probability)
-        self._step_chance *= self.acceptance_given(probability)
-        return self._step_chance >= self._step_break_even
-
-    def break_even(self) -> float:
-        """Chance of acceptance below which one more drafted token costs more than it is expected to save."""
-        if self._draft_token_time is None or not self._time_per_token:
-            return 0.0
-        seen = sorted(self._target_time)
-        verify_per_token = 0.0
-        if seen[-1] > seen[0]:
-            slope = (self._target_time[seen[-1]] - self._target_time[seen[0]]) / (seen[-1] - seen[0])
-            verify_per_token = max(0.0, slope)
-        return min(1.0, (self._draft_token_time + verify_per_token) / self._time_per_token)
-
-    def next_k(self) -> int:
-        if self.k == 0:
-            self._steps_off += 1
-            if self._steps_off % self.probe_every == 0:
-                return 1
-        return self.k
-
-    def _target_time_for(self, k: int) -> float | None:
-        if not self._target_time:
-            return None
-        nearest = min(self._target_time, key=lambda seen: (abs(seen - k), seen))
-        return self._target_time[nearest]
-
-    def _choose(self) -> int:
-        if self._draft_token_time is None:
-            return self.k
-        alpha = min(self.alpha, 0.999)
-        best_k, best_rate = 0, None
-        for k in range(0, self.max_k + 1):
-            target_time = self._target_time_for(k)
-            tokens = (1 - alpha ** (k + 1)) / (1 - alpha)
-            rate = tokens / (k * self._draft_token_time + target_time)
-            if best_rate is None or rate > best_rate * 1.0001:
-                best_k, best_rate = k, rate
-        return best_k
+    def _seconds(self, base_tokens: int, ks: list[int]) -> float:
+        calls = max(ks)
+        drafting = sum(1 for k in ks if k)
+        return self.costs.target_seconds(base_tokens + sum(ks)) + self.costs.draft_seconds(calls, drafting)

@@ -1,9 +1,10 @@
-"""Proposer backed by a small draft LM on the OpenVINO runtime.
+"""Proposer backed by a small draft LM in paged form: one draft call per draft position for all sequences.
 
-Each generation gets a `DraftModelSession` with its own draft KV cache. The draft's cache follows the
-verified context lazily: at each `propose` it keeps the longest prefix it shares with the context (the
-rejected tail is masked, see kv_session.py) and feeds what is new, usually the accepted tokens plus the
-target's correction.
+Each sequence gets a block table in the draft's own block pool. The draft's cache follows the verified
+context lazily: at each step it keeps the longest prefix it shares with the context (rolled back by a
+shorter length, as the target's) and its first call feeds what is new, usually the accepted tokens plus
+the target's correction (the whole prompt on a sequence's first step). Then one call per further position
+feeds every still-drafting sequence its last drafted token.
 
 A draft may have a reduced vocabulary (only the most frequent target tokens): its IR folder then holds
 `draft_vocab_map.json` (format in training/vocab_map.py), `{"draft_to_target": [target id of draft row 0,
@@ -17,32 +18,161 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from drafting.kv_session import KVSession
-from drafting.ov_model import StatefulCausalLM
-from drafting.proposer import DraftStop
-from drafting.sampling import SamplingParams, probabilities, sample
+from drafting.blocks import BlockTable, NoFreeBlocks
+from drafting.paged_model import PagedBatch, PagedCausalLM
+from drafting.proposer import Draft, DraftSlot
+from drafting.sampling import probabilities, sample
+from drafting.seeded_noise import gumbel_pick
 
 VOCAB_MAP_FILE = "draft_vocab_map.json"
 
 
+@dataclass
+class _DraftSequence:
+    table: BlockTable
+    fed: list[int] = field(default_factory=list)  # draft-side ids whose KV the table holds
+
+
 class DraftModelProposer:
-    def __init__(self, model: StatefulCausalLM, target_vocab_size: int, revision: str = ""):
+    def __init__(self, model: PagedCausalLM, target_vocab_size: int, revision: str = ""):
         self.model = model
         self.name = model.name
         self.revision = revision
         self.target_vocab_size = target_vocab_size
+        self.pool = model.pool
         self.draft_to_target, self.unknown_row = load_vocab_map(model.ir_dir, model.vocab_size, target_vocab_size)
         self.target_to_draft: np.ndarray | None = None  # [V] input ids, for a draft that reads draft ids
         if self.unknown_row is not None:
             self.target_to_draft = np.full(target_vocab_size, self.unknown_row, dtype=np.int64)
             self.target_to_draft[self.draft_to_target] = np.arange(self.draft_to_target.size)
+        self._sequences: dict[int, _DraftSequence] = {}
+        self.calls = 0  # draft model calls made (tests: a proposer at k = 0 must not run the model)
+        # the last propose()'s calls: seconds each and sequences in each (the engine's cost model reads them)
+        self.call_seconds: list[float] = []
+        self.call_sequences: list[int] = []
 
-    def new_session(self) -> "DraftModelSession":
-        return DraftModelSession(self)
+    def release(self, seq_id: int) -> None:
+        sequence = self._sequences.pop(seq_id, None)
+        if sequence is not None:
+            sequence.table.release()
+
+    def forget_cached(self) -> None:
+        for seq_id in list(self._sequences):
+            self.release(seq_id)
+
+    def propose(self, slots: list[DraftSlot]) -> list[Draft]:
+        drafts = [Draft() for _ in slots]
+        active: list[int] = []  # indices into slots still drafting
+        batch = PagedBatch([], [], [], [])
+        for index, slot in enumerate(slots):
+            if slot.k <= 0:
+                continue
+            context = slot.context
+            if self.target_to_draft is not None:
+                context = self.target_to_draft[np.asarray(context, dtype=np.int64)].tolist()
+            sequence = self._sequences.get(slot.seq_id)
+            if sequence is None:
+                sequence = self._sequences[slot.seq_id] = _DraftSequence(BlockTable(self.pool))
+            kept = _common_prefix(sequence.fed, context, len(context) - 1)
+            sequence.table.truncate(kept)
+            del sequence.fed[kept:]
+            try:
+                sequence.table.reserve(len(context) + slot.k - 1)
+            except NoFreeBlocks:  # the draft's pool is full: this sequence goes without a draft this step
+                continue
+            batch.tokens.append(context[kept:])
+            batch.past_lens.append(kept)
+            batch.block_tables.append(sequence.table.blocks)
+            batch.logit_rows.append(1)
+            sequence.fed.extend(context[kept:])
+            active.append(index)
+        position = 0
+        self.call_seconds, self.call_sequences = [], []
+        while active:
+            start = time.perf_counter()
+            logits = self.model.forward(batch)  # [len(active), draft vocab]
+            self.call_seconds.append(time.perf_counter() - start)
+            self.call_sequences.append(len(active))
+            self.calls += 1
+            batch = PagedBatch([], [], [], [])
+            still: list[int] = []
+            for row, index in zip(logits, active):
+                slot, draft = slots[index], drafts[index]
+                token, draft_row, probability, q = self._pick(row, slot, len(slot.context) + position)
+                draft.ids.append(token)
+                draft.probabilities.append(probability)
+                if q is not None:
+                    draft.q = q[None, :] if draft.q is None else np.vstack([draft.q, q[None, :]])
+                if position + 1 >= slot.k or (slot.keep_drafting is not None
+                                              and not slot.keep_drafting(position, probability)):
+                    continue  # this token is still offered (its cost is paid); the next draft call is saved
+                sequence = self._sequences[slot.seq_id]
+                fed = draft_row if self.target_to_draft is not None else token
+                batch.tokens.append([fed])
+                batch.past_lens.append(len(sequence.fed))
+                batch.block_tables.append(sequence.table.blocks)
+                batch.logit_rows.append(1)
+                sequence.fed.append(fed)
+                sequence.table.length = len(sequence.fed)
+                still.append(index)
+            active = still
+            position += 1
+        for slot in slots:  # the table's length follows what was fed
+            sequence = self._sequences.get(slot.seq_id)
+            if sequence is not None:
+                sequence.table.length = len(sequence.fed)
+        return drafts
+
+    def _pick(self, logits: np.ndarray, slot: DraftSlot, position: int
+              ) -> tuple[int, int, float, np.ndarray | None]:
+        """(target id, draft row, the draft's probability of it, q over the target vocabulary or None)."""
+        if self.unknown_row is not None:
+            logits[self.unknown_row] = -np.inf  # "some rare token" names nothing the target can verify
+        params, q_full = slot.params, None
+        if params.greedy:
+            row = int(logits.argmax())
+            probability = top_probability(logits, row)
+        else:
+            q = probabilities(logits, params)
+            if slot.noise is not None:  # seeded: pick with the target's noise at this position (coupled)
+                noise = slot.noise(position)
+                row = gumbel_pick(q, noise if self.draft_to_target is None else noise[self.draft_to_target_rows(q)])
+            else:
+                row = sample(q, slot.rng)
+                q_full = self._to_target_vocab(q)
+            probability = float(q[row])
+        token = row if self.draft_to_target is None else int(self.draft_to_target[row])
+        return token, row, probability, q_full
+
+    def draft_to_target_rows(self, q: np.ndarray) -> np.ndarray:
+        """Target id of each of the draft's output rows (an input-reduced draft's unknown row maps to 0: q = 0 there)."""
+        rows = np.zeros(q.shape[0], dtype=np.int64)
+        rows[:self.draft_to_target.size] = self.draft_to_target
+        return rows
+
+    def _to_target_vocab(self, q: np.ndarray) -> np.ndarray:
+        mapping = self.draft_to_target
+        if mapping is None and q.shape[0] == self.target_vocab_size:
+            return q
+        full = np.zeros(self.target_vocab_size, dtype=q.dtype)
+        if mapping is None:
+            full[:q.shape[0]] = q  # draft vocab padded shorter than the target's
+        else:
+            full[mapping] = q[:mapping.size]  # an input-reduced draft's unknown row has q = 0
+        return full
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    limit = min(len(a), len(b), limit)
+    common = 0
+    while common < limit and a[common] == b[common]:
+        common += 1
+    return common
 
 
 def load_vocab_map(ir_dir: Path, draft_vocab: int, target_vocab: int) -> tuple[np.ndarray | None, int | None]:
@@ -67,62 +197,3 @@ def load_vocab_map(ir_dir: Path, draft_vocab: int, target_vocab: int) -> tuple[n
 def top_probability(logits: np.ndarray, row: int) -> float:
     """softmax(logits)[row]; with row the argmax, every exponent is <= 0, so nothing overflows."""
     return float(1.0 / np.exp(logits - logits[row], dtype=np.float32).sum())
-
-
-class DraftModelSession:
-    def __init__(self, proposer: DraftModelProposer):
-        self.proposer = proposer
-        self.cache = KVSession(proposer.model)
-        self.last_catch_up_s = 0.0  # time of the last propose's first call, which feeds what the draft had not seen
-        self.last_was_copy = False
-
-    def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-                stop: DraftStop | None = None, limit: int | None = None) -> tuple[list[int], np.ndarray | None]:
-        """Up to k draft tokens; after each, `stop` (if given) hears the probability the draft gave it."""
-        proposer = self.proposer
-        if k <= 0:
-            self.last_catch_up_s = 0.0
-            return [], None
-        if proposer.target_to_draft is not None:
-            context = proposer.target_to_draft[np.asarray(context, dtype=np.int64)].tolist()
-        kept = self.cache.sync(context)
-        start = time.perf_counter()
-        logits = self.cache.forward(context[kept:], 1)[0]  # [draft vocab]
-        self.last_catch_up_s = time.perf_counter() - start
-        ids: list[int] = []
-        q_rows: list[np.ndarray] = []
-        for i in range(k):
-            if proposer.unknown_row is not None:
-                logits[proposer.unknown_row] = -np.inf  # "some rare token" names nothing the target can verify
-            if params.greedy:
-                row = int(logits.argmax())
-                probability = top_probability(logits, row) if stop is not None else 1.0
-            else:
-                q = probabilities(logits, params)
-                row = sample(q, rng)
-                q_rows.append(self._to_target_vocab(q))
-                probability = float(q[row])
-            token = row if proposer.draft_to_target is None else int(proposer.draft_to_target[row])
-            ids.append(token)
-            if stop is not None and not stop.keep_drafting(probability):
-                break  # this token is still offered (its cost is paid); the next draft call is saved
-            if i < k - 1:
-                logits = self.cache.forward([row if proposer.target_to_draft is not None else token], 1)[0]
-        return ids, (np.stack(q_rows) if q_rows else None)
-
-    def _to_target_vocab(self, q: np.ndarray) -> np.ndarray:
-        mapping = self.proposer.draft_to_target
-        if mapping is None and q.shape[0] == self.proposer.target_vocab_size:
-            return q
-        full = np.zeros(self.proposer.target_vocab_size, dtype=q.dtype)
-        if mapping is None:
-            full[:q.shape[0]] = q  # draft vocab padded shorter than the target's
-        else:
-            full[mapping] = q[:mapping.size]  # an input-reduced draft's unknown row has q = 0
-        return full
-
-    def observe(self, num_drafted: int, num_accepted: int) -> None:
-        pass
-
-    def close(self) -> None:
-        self.cache.reset()

@@ -7,9 +7,9 @@ step and may be longer, since a copied token costs no draft call, only its share
 ms on the 1.5B int8 target past 4 tokens).
 Which path runs is a function of the context alone, and a copy is a point mass, so rejection sampling stays
 exact. The model's KV cache skips the steps it did not draft and catches up on its next call.
-With adaptive k the policy sets only the model's k: it learns acceptance and cost from the model's steps
-alone (a copy's say nothing about the model: `last_was_copy`), and a copy is still offered when the policy
-has turned the model off (k = 0).
+The draft-length policy sets only the model's k: it learns acceptance from the model's steps alone (a copy's
+say nothing about the model: `Draft.copied`), and a copy is still offered when the policy has turned the
+model off (k = 0).
 
 Measured per path on the 1.5B int8 target with the shipped draft at k=3, copies up to 8 (held-out prompts,
 128 tokens): a copy step accepted 3.64 of 7.0 tokens on code, 3.08 of 5.9 on summarization and 2.08 of 5.1
@@ -24,8 +24,7 @@ import numpy as np
 
 from drafting.draft_model import DraftModelProposer
 from drafting.ngram import find_continuation
-from drafting.proposer import DraftStop
-from drafting.sampling import SamplingParams
+from drafting.proposer import Draft, DraftSlot
 
 MATCH_NGRAM = 4  # a match this long is copied without the model (2- and 3-grams did worse in simulation)
 COPY_TOKENS = 8  # the longest copy; a 9-token verify costs ~107 ms against ~85 ms for 1-4 tokens
@@ -41,33 +40,27 @@ class DraftWithLookupProposer:
         self.name = f"{draft.name}+prompt-lookup"
         self.revision = draft.revision
 
-    def new_session(self) -> "DraftWithLookupSession":
-        return DraftWithLookupSession(self)
+    def propose(self, slots: list[DraftSlot]) -> list[Draft]:
+        drafts: list[Draft | None] = []
+        for slot in slots:
+            room = min(self.copy_tokens, slot.limit)
+            copied = find_continuation(np.asarray(slot.context, dtype=np.int64), room, self.match_ngram,
+                                       self.match_ngram) if room > 0 else []
+            drafts.append(Draft(copied, copied=True) if copied else None)
+        modelled = [slot for slot, draft in zip(slots, drafts) if draft is None]
+        from_model = iter(self.draft.propose(modelled) if modelled else [])
+        return [draft if draft is not None else next(from_model) for draft in drafts]
 
+    @property
+    def call_seconds(self) -> list[float]:
+        return self.draft.call_seconds
 
-class DraftWithLookupSession:
-    def __init__(self, proposer: DraftWithLookupProposer):
-        self.proposer = proposer
-        self.model = proposer.draft.new_session()
-        self.last_catch_up_s = 0.0
-        self.last_was_copy = False
+    @property
+    def call_sequences(self) -> list[int]:
+        return self.draft.call_sequences
 
-    def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-                stop: DraftStop | None = None, limit: int | None = None) -> tuple[list[int], np.ndarray | None]:
-        proposer = self.proposer
-        room = proposer.copy_tokens if limit is None else min(proposer.copy_tokens, limit)
-        copied = find_continuation(np.asarray(context, dtype=np.int64), room, proposer.match_ngram,
-                                   proposer.match_ngram) if room > 0 else []
-        self.last_was_copy = bool(copied)
-        if copied:
-            self.last_catch_up_s = 0.0
-            return copied, None
-        drafted, q = self.model.propose(context, k, params, rng, stop)  # k = 0 (adaptive turned the model off): none
-        self.last_catch_up_s = self.model.last_catch_up_s
-        return drafted, q
+    def release(self, seq_id: int) -> None:
+        self.draft.release(seq_id)
 
-    def observe(self, num_drafted: int, num_accepted: int) -> None:
-        self.model.observe(num_drafted, num_accepted)
-
-    def close(self) -> None:
-        self.model.close()
+    def forget_cached(self) -> None:
+        self.draft.forget_cached()

@@ -1,76 +1,127 @@
-"""The speculative decoding loop: prefill, propose, verify, roll back, repeat.
+"""The speculative engine: one step loop that batches every running sequence into one target call per step.
 
-Boundary: token ids in, verified token groups out. The engine owns a pool of target KV sessions (one
-per concurrent generation) and a proposer (draft model, prompt lookup, or none for plain decoding). It
-knows nothing about tokenizers, text, stop strings or HTTP.
+Boundary: token ids in, verified token groups out. The engine owns the target (paged form, one KV block
+pool shared by all sequences), the proposer, the draft-length policy and one background thread, the step
+loop; callers `start()` a request and iterate the `Generation` it returns, from any thread. It knows
+nothing about tokenizers, text, stop strings or HTTP.
 
-Invariant of the loop: the target's cache holds the context minus its last token, so each step feeds
-[last token] + draft and gets k+1 rows of logits in one call; rejected draft tokens are masked out.
+One step, as data:
+1. schedule (drafting/scheduler.py): admit waiting sequences while blocks allow, give each running one
+   its tokens: a chunk of its prompt, or [last token] + k drafts; preempt the youngest when blocks run out;
+2. propose: k per decoding sequence from the policy (drafting/adaptive.py), one batched proposer call;
+3. run: one target call for all of them, logits only for the rows that need them;
+4. verify each sequence (drafting/rejection.py), emit its tokens, roll its cache back to what was kept
+   (a shorter length: rejected slots are overwritten next step), register its full blocks for reuse;
+5. learn: the call's time per tokens fed, acceptance per position -> next step's k.
+
+Invariant: a decoding sequence's cache holds its context minus the last token, so its step feeds
+[last token] + drafts and gets k+1 rows of logits.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 
-from drafting.adaptive import AdaptiveDraftLength, FixedDraftLength
+from drafting.adaptive import Acceptance, DecodingSequence, DraftLengthPolicy
+from drafting.blocks import BlockTable
+from drafting.cost_model import StepCostModel
 from drafting.errors import ContextLengthError
-from drafting.kv_session import KVSession
 from drafting.logprobs import TokenLogprob, token_logprobs
-from drafting.ov_model import StatefulCausalLM
-from drafting.proposer import DraftStop, Proposer, ProposerSession
-from drafting.rejection import verify
+from drafting.paged_model import PagedBatch, PagedCausalLM
+from drafting.proposer import Draft, DraftSlot, Proposer
+from drafting.rejection import verify, verify_coupled, verify_greedy
 from drafting.request import GenerationRequest, GenerationResult, TokenGroup
-from drafting.sampling import SamplingParams, probabilities, sample
+from drafting.scheduler import Scheduler, StepPlan
+from drafting.seeded_noise import SeededNoise
 from drafting.stats import GenerationStats, StepStats
 
+log = logging.getLogger(__name__)
 
-PROMPT_SCORE_CHUNK = 256  # prompt tokens per call when the request scores its prompt
+MAX_STEP_TOKENS = 256  # tokens one target call may carry: prompt chunks fill what decoding leaves
 
 
 @dataclass
 class EngineConfig:
-    num_draft_tokens: int = 5  # k when the request does not say
-    adaptive: bool = False  # adaptive draft length when the request does not say
-    max_sessions: int = 4  # generations that may run at once (each holds a target KV cache)
-    # Drafting is turned off while more than this many generations run (None: never). Concurrent
-    # generations already keep the cores busy, and verifying k+1 tokens then costs real compute.
+    num_draft_tokens: int = 3  # k when the draft length is fixed (adaptive off) and the request does not say
+    adaptive: bool = True  # draft length per step from measured costs, when the request does not say
+    max_running: int = 8  # sequences in the batch at once; more wait (FIFO)
+    max_step_tokens: int = MAX_STEP_TOKENS
+    # drafting is turned off while more than this many sequences run (None: the cost-driven policy decides)
     speculative_max_concurrency: int | None = None
 
 
-class _Slot:
-    """One target KV cache plus the proposer session that goes with it."""
+@dataclass
+class StepReport:
+    """What one step did, for metrics."""
 
-    def __init__(self, target: StatefulCausalLM):
-        self.target: KVSession = target.new_session()
-        self.proposer: Proposer | None = None
-        self.proposer_session: ProposerSession | None = None
+    batch_size: int  # sequences in the target call
+    tokens: int  # tokens fed to the target
+    draft_lengths: list[int]  # k chosen per decoding sequence (0: plain)
+    target_seconds: float
+    draft_seconds: float
+    blocks_used: int
+    blocks_free: int
+    preempted: int
 
-    def session_for(self, proposer: Proposer) -> ProposerSession:
-        if self.proposer is not proposer:
-            if self.proposer_session is not None:
-                self.proposer_session.close()
-            self.proposer, self.proposer_session = proposer, proposer.new_session()
-        return self.proposer_session
+
+@dataclass
+class Sequence:
+    """One running request inside the engine (touched by the step loop only, after start())."""
+
+    id: int
+    request: GenerationRequest
+    cancel: threading.Event
+    proposer: Proposer | None
+    table: BlockTable
+    out: "queue.Queue[TokenGroup | BaseException]"
+    stats: GenerationStats
+    context: list[int]
+    rng: np.random.Generator | None
+    noise: SeededNoise | None
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    emitted: list[int] = field(default_factory=list)
+    scored: list[TokenLogprob | None] | None = None  # prompt logprobs, when the request scores its prompt
+    finish_reason: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    admitted_at: int = -1  # step number of (the last) admission: the youngest is preempted first
+    first_step_at: float | None = None
+
+    @property
+    def computed(self) -> int:
+        return self.table.length
+
+    @property
+    def decoding(self) -> bool:
+        return self.computed == len(self.context) - 1
 
 
 class Engine:
-    def __init__(self, target: StatefulCausalLM, proposer: Proposer | None = None,
-                 config: EngineConfig | None = None, eos_token_ids: frozenset[int] = frozenset()):
+    def __init__(self, target: PagedCausalLM, proposer: Proposer | None = None, config: EngineConfig | None = None,
+                 eos_token_ids: frozenset[int] = frozenset()):
         self.target = target
         self.proposer = proposer
         self.config = config or EngineConfig()
         self.eos_token_ids = eos_token_ids  # the model's defaults, for callers that build requests
-        self._slots: queue.LifoQueue[_Slot] = queue.LifoQueue()  # LIFO: the warmest cache first
-        for _ in range(self.config.max_sessions):
-            self._slots.put(_Slot(target))
-        self._active = 0
-        self._lock = threading.Lock()
+        self.pool = target.pool
+        self.costs = StepCostModel(draft_model=hasattr(proposer, "call_seconds"))
+        self.policy = DraftLengthPolicy(self.costs)
+        self.scheduler = Scheduler(self.pool, self.config.max_running, self.config.max_step_tokens)
+        self.step_listeners: list[Callable[[StepReport], None]] = []
+        self.steps = 0
+        self.preemptions = 0
+        self._next_id = 0
+        self._wake = threading.Condition()
+        self._step_lock = threading.Lock()  # held for a whole step; forget_cached_prefixes waits for it
+        self._thread: threading.Thread | None = None
+
+    # --- what callers see ---------------------------------------------------------------------------
 
     @property
     def max_context(self) -> int:
@@ -82,43 +133,63 @@ class Engine:
 
     @property
     def active(self) -> int:
-        return self._active
+        """Sequences running or waiting."""
+        return self.scheduler.active
+
+    @property
+    def blocks_used(self) -> int:
+        return self.pool.used
+
+    def set_proposer(self, proposer: Proposer | None) -> None:
+        """Swap the proposer; sequences already running keep the one they started with."""
+        if hasattr(proposer, "call_seconds") != self.costs.draft_model:
+            self.costs = StepCostModel(draft_model=hasattr(proposer, "call_seconds"))
+            self.policy = DraftLengthPolicy(self.costs)
+        self.proposer = proposer
 
     def forget_cached_prefixes(self) -> None:
-        """Empty every idle session's KV caches (target and draft): the next request pays its whole prefill.
+        """Drop every cached prompt prefix (target and draft): the next request pays its whole prefill.
 
         For benchmarks: prefix reuse would otherwise let a prompt run again skip its prefill, which flatters
         every configuration but the first to see that prompt.
         """
-        idle = []
-        while True:
-            try:
-                idle.append(self._slots.get_nowait())
-            except queue.Empty:
-                break
-        for slot in idle:
-            slot.target.reset()
-            if slot.proposer_session is not None:
-                slot.proposer_session.close()
-            self._slots.put(slot)
-
-    def set_proposer(self, proposer: Proposer | None) -> None:
-        """Swap the proposer; generations already running keep the one they started with."""
-        self.proposer = proposer
+        with self._step_lock:
+            self.pool.forget_cached()
+            if self.proposer is not None:
+                self.proposer.forget_cached()
 
     def start(self, request: GenerationRequest, cancel: threading.Event | None = None,
               timeout: float | None = None) -> "Generation":
-        """Reserve a session (blocking up to `timeout`) and return the generation to iterate."""
+        """Queue a request; iterate the returned generation for its tokens. `timeout` is accepted for callers of
+        the per-session engine and ignored: a request waits in the engine's queue until it can run."""
         prompt_tokens = len(request.prompt_ids)
         if prompt_tokens + request.max_new_tokens > self.max_context:
             raise ContextLengthError(prompt_tokens, request.max_new_tokens, self.max_context)
         bad = [t for t in request.prompt_ids if not 0 <= t < self.target.vocab_size]
         if bad:
             raise ValueError(f"prompt_ids must be in [0, {self.target.vocab_size}), got {bad[0]}")
-        slot = self._slots.get(timeout=timeout)
-        with self._lock:
-            self._active += 1
-        return Generation(self, slot, request, cancel or threading.Event(), self.proposer)
+        capacity = self.pool.num_blocks * self.pool.block_size
+        needed = prompt_tokens + request.max_new_tokens + self.policy.max_k + self.pool.block_size
+        if needed > capacity:
+            raise ValueError(f"prompt ({prompt_tokens} tokens) + max_tokens ({request.max_new_tokens}) must fit the KV "
+                             f"cache budget of {capacity - self.policy.max_k - self.pool.block_size} tokens "
+                             f"(raise --kv-cache-gb), got {prompt_tokens + request.max_new_tokens}")
+        sampling = request.sampling
+        seeded = not sampling.greedy and sampling.seed is not None
+        with self._wake:
+            self._next_id += 1
+            sequence = Sequence(
+                id=self._next_id, request=request, cancel=cancel or threading.Event(),
+                proposer=self.proposer if request.speculative else None, table=BlockTable(self.pool),
+                out=queue.Queue(), stats=GenerationStats(prompt_tokens=prompt_tokens),
+                context=list(request.prompt_ids),
+                rng=None if sampling.greedy else np.random.default_rng(sampling.seed),
+                noise=SeededNoise(sampling.seed, self.target.vocab_size) if seeded else None,
+                scored=[None] if request.prompt_logprobs else None)  # nothing predicts the first token
+            self.scheduler.add(sequence)
+            self._ensure_loop()
+            self._wake.notify_all()
+        return Generation(self, sequence)
 
     def generate_all(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationResult:
         generation = self.start(request, cancel)
@@ -127,32 +198,252 @@ class Engine:
                 pass
         return GenerationResult(generation.token_ids, generation.finish_reason, generation.stats)
 
-    def _release(self, slot: _Slot) -> None:
-        with self._lock:
-            self._active -= 1
-        self._slots.put(slot)
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
 
-    def _speculation_allowed(self) -> bool:
+    # --- the step loop ------------------------------------------------------------------------------
+
+    def _ensure_loop(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="fastdraft-engine", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self.scheduler.active:
+                    self._wake.wait()
+            with self._step_lock:
+                try:
+                    self._step()
+                except Exception as error:  # a failed call fails the sequences in it; the loop goes on serving
+                    log.exception("engine step failed")
+                    for sequence in list(self.scheduler.running):
+                        self._finish(sequence, error=error)
+
+    def _step(self) -> None:
+        for sequence in self.scheduler.all():
+            if sequence.cancel.is_set():
+                self._finish(sequence, "cancelled")
+        self.scheduler.admit(self.steps)
+        for sequence in list(self.scheduler.running):
+            if sequence.decoding and len(sequence.emitted) >= sequence.request.max_new_tokens:
+                self._emit(sequence, [], None, 0, None)  # max_new_tokens = 0: the request only scores its prompt
+        running = self.scheduler.running
+        if not running:
+            time.sleep(0.001)  # waiting sequences that do not fit yet: blocks free as others finish
+            return
+        self.steps += 1
+        decoding = [s for s in running if s.decoding]
+        ks = self._draft_lengths(decoding, self.scheduler.prefill_tokens_wanted(decoding))
+        rooms = {s.id: max(k, self._copy_room(s)) for s, k in zip(decoding, ks)}
+        plan = self.scheduler.plan(decoding, dict(zip((s.id for s in decoding), ks)), rooms, self._preempt)
+        decoding = plan.decoding
+        drafts, draft_seconds = self._propose(decoding, plan)
+        batch = PagedBatch([], [], [], [])
+        rows: list[int] = []
+        for sequence in plan.prefilling:
+            tokens = sequence.context[sequence.computed:sequence.computed + plan.chunk[sequence.id]]
+            scoring = sequence.scored is not None
+            batch.tokens.append(tokens)
+            rows.append(len(tokens) if scoring else 0)
+        for sequence, draft in zip(decoding, drafts):
+            batch.tokens.append([sequence.context[-1]] + draft.ids)
+            rows.append(len(draft.ids) + 1)
+        ordered = plan.prefilling + decoding
+        for sequence, tokens in zip(ordered, batch.tokens):
+            sequence.table.reserve(sequence.computed + len(tokens))  # the plan checked the pool has them
+            batch.past_lens.append(sequence.computed)
+            batch.block_tables.append(sequence.table.blocks)
+        batch.logit_rows = rows
+        start = time.perf_counter()
+        logits = self.target.forward(batch)
+        target_seconds = time.perf_counter() - start
+        fed = sum(len(t) for t in batch.tokens)
+        self.costs.observe_target(fed, target_seconds)
+        offset = 0
+        for sequence, tokens, count in zip(plan.prefilling, batch.tokens, rows):
+            self._after_prefill_chunk(sequence, tokens, logits[offset:offset + count])
+            offset += count
+        for sequence, draft, count in zip(decoding, drafts, rows[len(plan.prefilling):]):
+            self._after_decode(sequence, draft, logits[offset:offset + count], draft_seconds, target_seconds)
+            offset += count
+        report = StepReport(len(ordered), fed, [len(d.ids) if not d.copied else 0 for d in drafts] if drafts else [],
+                            target_seconds, draft_seconds, self.pool.used, self.pool.available,
+                            len(plan.preempted))
+        for listener in self.step_listeners:
+            listener(report)
+
+    def _draft_lengths(self, decoding: list[Sequence], other_tokens: int) -> list[int]:
+        """k per decoding sequence: the request's fixed k, the policy's, or 0 (plain; load cap)."""
         limit = self.config.speculative_max_concurrency
-        return limit is None or self._active <= limit
+        allowed = limit is None or len(self.scheduler.running) <= limit
+        ks = [0] * len(decoding)
+        adaptive: list[int] = []
+        for i, sequence in enumerate(decoding):
+            request = sequence.request
+            room = request.max_new_tokens - len(sequence.emitted) - 1
+            if sequence.proposer is None or not allowed or room <= 0:
+                continue
+            if self._is_adaptive(request):
+                adaptive.append(i)
+            else:
+                ks[i] = min(request.num_draft_tokens or self.config.num_draft_tokens, room)
+        if adaptive:
+            chosen = self.policy.choose(
+                [DecodingSequence(decoding[i].acceptance,
+                                  min(decoding[i].request.max_new_tokens - len(decoding[i].emitted) - 1,
+                                      decoding[i].request.num_draft_tokens or self.policy.max_k))
+                 for i in adaptive], other_tokens + sum(ks))
+            for i, k in zip(adaptive, chosen):
+                ks[i] = k
+        return ks
+
+    def _is_adaptive(self, request: GenerationRequest) -> bool:
+        if request.adaptive is not None:
+            return request.adaptive
+        return self.config.adaptive and request.num_draft_tokens is None
+
+    def _propose(self, decoding: list[Sequence], plan: StepPlan) -> tuple[list[Draft], float]:
+        drafts = [Draft() for _ in decoding]
+        groups: dict[int, list[int]] = {}
+        for i, sequence in enumerate(decoding):
+            if sequence.proposer is not None and plan.room[sequence.id] > 0:
+                groups.setdefault(id(sequence.proposer), []).append(i)
+        start = time.perf_counter()
+        for indices in groups.values():
+            proposer = decoding[indices[0]].proposer
+            slots = []
+            for i in indices:
+                sequence = decoding[i]
+                limit = plan.room[sequence.id]
+                slots.append(DraftSlot(sequence.id, sequence.context, min(plan.draft_lengths[sequence.id], limit),
+                                       limit, sequence.request.sampling, sequence.rng, sequence.noise))
+            for i, slot, draft in zip(indices, slots, proposer.propose(slots)):
+                assert len(draft.ids) <= slot.limit, (len(draft.ids), slot.limit)
+                drafts[i] = draft
+            if hasattr(proposer, "call_seconds") and proposer is self.proposer:
+                self.costs.observe_draft(proposer.call_seconds, proposer.call_sequences)
+        return drafts, time.perf_counter() - start
+
+    @staticmethod
+    def _copy_room(sequence: Sequence) -> int:
+        """The longest free copy a draft + lookup proposer may offer this sequence (even when the model does not draft)."""
+        copy_tokens = getattr(sequence.proposer, "copy_tokens", 0)
+        return max(0, min(copy_tokens, sequence.request.max_new_tokens - len(sequence.emitted) - 1))
+
+    # --- after the call -----------------------------------------------------------------------------
+
+    def _after_prefill_chunk(self, sequence: Sequence, tokens: list[int], logits: np.ndarray) -> None:
+        begin = sequence.computed
+        if sequence.scored is not None:  # row i predicts context[begin + i + 1]
+            following = sequence.context[begin + 1:begin + len(tokens) + 1]
+            sequence.scored.extend(token_logprobs(logits[:len(following)], following, sequence.request.logprobs))
+        sequence.table.length = begin + len(tokens)
+
+    def _after_decode(self, sequence: Sequence, draft: Draft, logits: np.ndarray, draft_seconds: float,
+                      target_seconds: float) -> None:
+        if sequence.first_step_at is None:
+            sequence.first_step_at = time.perf_counter()
+            sequence.stats.prefill_time_s = sequence.first_step_at - sequence.started
+        params, position = sequence.request.sampling, len(sequence.context)
+        if params.greedy:
+            accepted, next_token = verify_greedy(draft.ids, logits)
+        elif sequence.noise is not None:
+            accepted, next_token = verify_coupled(draft.ids, logits, params,
+                                                  [sequence.noise(position + i) for i in range(len(draft.ids) + 1)])
+            sequence.noise.forget_before(position + accepted + 1)
+        else:
+            accepted, next_token = verify(draft.ids, draft.q, logits, params, sequence.rng)
+        new_tokens = draft.ids[:accepted] + [next_token]
+        logprobs = token_logprobs(logits, new_tokens, sequence.request.logprobs) \
+            if sequence.request.logprobs is not None else None
+        if draft.ids and not draft.copied:
+            self.policy.observe(sequence.acceptance, len(draft.ids), accepted)
+        step = StepStats(len(draft.ids), accepted, len(new_tokens), draft_seconds if draft.ids else 0.0, target_seconds)
+        sequence.table.length = sequence.computed + len(draft.ids) + 1  # what the call wrote
+        self._emit(sequence, new_tokens, step, len(draft.ids), logprobs)
+
+    def _emit(self, sequence: Sequence, new_tokens: list[int], step: StepStats | None, k: int,
+              logprobs: list[TokenLogprob] | None) -> None:
+        """Apply EOS and length limits to a verified group, record it, send it, roll the cache back to it."""
+        request = sequence.request
+        finish = None
+        for i, token in enumerate(new_tokens):
+            if token in request.stop_token_ids:
+                new_tokens, finish = new_tokens[:i + 1], "stop"
+                break
+        room = request.max_new_tokens - len(sequence.emitted)
+        if len(new_tokens) >= room:
+            if len(new_tokens) > room or finish is None:
+                finish = "length"
+            new_tokens = new_tokens[:room]
+        if step is not None:
+            step = StepStats(step.num_drafted, step.num_accepted, len(new_tokens), step.draft_time_s, step.target_time_s)
+            sequence.stats.record(step)
+        sequence.emitted.extend(new_tokens)
+        sequence.context.extend(new_tokens)
+        stats = sequence.stats
+        stats.generated_tokens = len(sequence.emitted)
+        stats.total_time_s = time.perf_counter() - sequence.started
+        prompt_logprobs, sequence.scored = sequence.scored, None
+        group = TokenGroup(new_tokens, finish, step, k, logprobs[:len(new_tokens)] if logprobs is not None else None,
+                           prompt_logprobs)
+        if finish is not None:
+            self._finish(sequence, finish, last=group)
+            return
+        sequence.table.truncate(len(sequence.context) - 1)
+        sequence.table.register_full_blocks(sequence.context)
+        sequence.out.put(group)
+
+    def _finish(self, sequence: Sequence, reason: str | None = None, last: TokenGroup | None = None,
+                error: BaseException | None = None) -> None:
+        self.scheduler.remove(sequence)
+        if sequence.proposer is not None:
+            sequence.proposer.release(sequence.id)
+        if error is None and reason != "cancelled":
+            sequence.table.truncate(min(len(sequence.context) - 1, sequence.table.length))
+            sequence.table.register_full_blocks(sequence.context)
+        sequence.table.release()
+        sequence.finish_reason = reason or "error"
+        if error is not None:
+            sequence.out.put(error)
+        else:
+            sequence.out.put(last if last is not None else TokenGroup([], reason, None, 0))
+
+    def _preempt(self, sequence: Sequence) -> None:
+        """Give the sequence's blocks back; it waits again and recomputes its context (prompt + output so far)."""
+        if sequence.proposer is not None:
+            sequence.proposer.release(sequence.id)
+        sequence.table.release()
+        self.scheduler.requeue(sequence)
+        self.preemptions += 1
 
 
 class Generation:
-    """One running request: iterate it for verified token groups; `stats` is updated live."""
+    """One running request: iterate it for verified token groups (from any thread); `stats` is updated live."""
 
-    def __init__(self, engine: Engine, slot: _Slot, request: GenerationRequest, cancel: threading.Event,
-                 proposer: Proposer | None):
-        self.engine, self.request, self.cancel = engine, request, cancel
-        self._slot: _Slot | None = slot
-        self.proposer = proposer if request.speculative else None
-        self.stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
+    def __init__(self, engine: Engine, sequence: Sequence):
+        self.engine = engine
+        self.request = sequence.request
+        self.cancel = sequence.cancel
+        self._sequence = sequence
+        self.stats = sequence.stats
         self.token_ids: list[int] = []
         self.finish_reason: str | None = None
-        self._steps = self._run()
 
     def __iter__(self) -> Iterator[TokenGroup]:
         try:
-            yield from self._steps
+            while self.finish_reason is None:
+                item = self._sequence.out.get()
+                if isinstance(item, BaseException):
+                    self.finish_reason = "error"
+                    raise item
+                self.token_ids.extend(item.token_ids)
+                if item.finish_reason is not None:
+                    self.finish_reason = item.finish_reason
+                yield item
         finally:
             self.close()
 
@@ -166,126 +457,8 @@ class Generation:
         self.close()
 
     def close(self) -> None:
-        """Stop (if running) and give the session back; safe to call more than once."""
-        slot, self._slot = self._slot, None
-        if slot is not None:
-            self._steps.close()
-            if self.finish_reason is None:
-                self.finish_reason = "cancelled"
-            self.engine._release(slot)
-
-    # --- the ladder: prefill, pick, speculative_step, run -------------------------------------------
-
-    def _prefill(self, target: KVSession, rng: np.random.Generator | None,
-                 ) -> tuple[int, list[TokenLogprob] | None, list[TokenLogprob | None] | None]:
-        """The first token, its logprob and, when the request asks, the prompt's logprobs."""
-        prompt = self.request.prompt_ids
-        start = time.perf_counter()
-        scored = None
-        if self.request.prompt_logprobs:
-            logits, scored = self._score_prompt(target)
-        else:
-            kept = target.sync(prompt)
-            logits = target.forward(prompt[kept:], 1)
-        token = self._pick(logits[0], rng)
-        self.stats.prefill_time_s = time.perf_counter() - start
-        return token, self._logprobs(logits, [token]), scored
-
-    def _score_prompt(self, target: KVSession) -> tuple[np.ndarray, list[TokenLogprob | None]]:
-        """Prefill the whole prompt in chunks, keeping each token's logprob; returns the last row's logits [1, vocab]
-        and the prompt's logprobs.
-
-        Chunks bound the memory of all-position logits (vocab x 4 bytes per token: 600 kB for Qwen)."""
-        prompt, num_top = self.request.prompt_ids, self.request.logprobs
-        target.reset()
-        scored: list[TokenLogprob | None] = [None]  # nothing predicts the first token
-        for begin in range(0, len(prompt), PROMPT_SCORE_CHUNK):
-            chunk = prompt[begin:begin + PROMPT_SCORE_CHUNK]
-            logits = target.forward(chunk, len(chunk))  # row i predicts prompt[begin + i + 1]
-            following = prompt[begin + 1:begin + len(chunk) + 1]
-            scored.extend(token_logprobs(logits[:len(following)], following, num_top))
-        return logits[-1:], scored
-
-    def _logprobs(self, logits: np.ndarray, tokens: list[int]) -> list[TokenLogprob] | None:
-        if self.request.logprobs is None:
-            return None
-        return token_logprobs(logits, tokens, self.request.logprobs)
-
-    def _pick(self, logits: np.ndarray, rng: np.random.Generator | None) -> int:
-        params = self.request.sampling
-        if params.greedy:
-            return int(logits.argmax())
-        return sample(probabilities(logits, params), rng)
-
-    def _speculative_step(self, target: KVSession, session: ProposerSession | None, context: list[int], k: int,
-                          rng: np.random.Generator | None, stop: DraftStop | None = None, limit: int = 0,
-                          ) -> tuple[list[int], StepStats, list[TokenLogprob] | None]:
-        params: SamplingParams = self.request.sampling
-        draft_ids, draft_probs, draft_time = [], None, 0.0
-        if session is not None:  # even at k = 0: a draft + lookup proposer may still copy
-            limit = max(k, limit)
-            start = time.perf_counter()
-            draft_ids, draft_probs = session.propose(context, k, params, rng, stop, limit=limit)
-            assert len(draft_ids) <= limit, (len(draft_ids), k, limit)
-            draft_time = time.perf_counter() - start
-        start = time.perf_counter()
-        logits = target.forward([context[-1]] + draft_ids, len(draft_ids) + 1)  # [k + 1, vocab]
-        accepted, next_token = verify(draft_ids, draft_probs, logits, params, rng)
-        new_tokens = draft_ids[:accepted] + [next_token]
-        logprobs = self._logprobs(logits, new_tokens)  # before truncate: logits is a view of the output
-        target.truncate(len(context) + accepted)
-        target_time = time.perf_counter() - start
-        return new_tokens, StepStats(len(draft_ids), accepted, len(new_tokens), draft_time, target_time), logprobs
-
-    def _run(self) -> Iterator[TokenGroup]:
-        request, stats, slot = self.request, self.stats, self._slot
-        started = time.perf_counter()
-        rng = None if request.sampling.greedy else np.random.default_rng(request.sampling.seed)
-        session = slot.session_for(self.proposer) if self.proposer is not None else None
-        k_default = request.num_draft_tokens or self.engine.config.num_draft_tokens
-        adaptive = self.engine.config.adaptive if request.adaptive is None else request.adaptive
-        policy = AdaptiveDraftLength(initial_k=k_default) if adaptive else FixedDraftLength(k_default)
-
-        first, logprobs, prompt_logprobs = self._prefill(slot.target, rng)
-        context = list(request.prompt_ids)
-        yield self._emit([first], None, context, started, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
-        while self.finish_reason is None:
-            if self.cancel.is_set():
-                self.finish_reason = "cancelled"
-                yield TokenGroup([], "cancelled", None, 0)
-                return
-            remaining = request.max_new_tokens - len(self.token_ids)
-            proposing = session if session is not None and self.engine._speculation_allowed() else None
-            k = max(0, min(policy.next_k(), remaining - 1)) if proposing is not None else 0
-            new_tokens, step, logprobs = self._speculative_step(slot.target, proposing, context, k, rng,
-                                                                policy.draft_stop(), limit=remaining - 1)
-            if proposing is not None:
-                if not proposing.last_was_copy:  # a copy's length and acceptance say nothing about the model's
-                    policy.observe(step.num_drafted, step.num_accepted, step.draft_time_s, step.target_time_s,
-                                   proposing.last_catch_up_s if step.num_drafted else 0.0)
-                proposing.observe(step.num_drafted, step.num_accepted)
-            yield self._emit(new_tokens, step, context, started, k, logprobs)
-
-    def _emit(self, new_tokens: list[int], step: StepStats | None, context: list[int], started: float,
-              k: int = 0, logprobs: list[TokenLogprob] | None = None,
-              prompt_logprobs: list[TokenLogprob | None] | None = None) -> TokenGroup:
-        """Apply EOS and length limits to a verified group, record it, and wrap it for the caller."""
-        request = self.request
-        for i, token in enumerate(new_tokens):
-            if token in request.stop_token_ids:
-                new_tokens, self.finish_reason = new_tokens[:i + 1], "stop"
-                break
-        room = request.max_new_tokens - len(self.token_ids)
-        if len(new_tokens) >= room:
-            if len(new_tokens) > room or self.finish_reason is None:
-                self.finish_reason = "length"
-            new_tokens = new_tokens[:room]
-        if step is not None:
-            step = StepStats(step.num_drafted, step.num_accepted, len(new_tokens), step.draft_time_s, step.target_time_s)
-            self.stats.record(step)
-        self.token_ids.extend(new_tokens)
-        context.extend(new_tokens)
-        self.stats.generated_tokens = len(self.token_ids)
-        self.stats.total_time_s = time.perf_counter() - started
-        return TokenGroup(new_tokens, self.finish_reason, step, k,
-                          logprobs[:len(new_tokens)] if logprobs is not None else None, prompt_logprobs)
+        """Stop (if running): the step loop frees the sequence's blocks at its next step. Safe to call again."""
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
+            self.cancel.set()
+            self.engine.wake()

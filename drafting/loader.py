@@ -15,45 +15,61 @@ from drafting.draft_with_lookup import COPY_TOKENS, DraftWithLookupProposer
 from drafting.engine import Engine, EngineConfig
 from drafting.errors import EngineError
 from drafting.ngram import PromptLookupProposer
-from drafting.ov_model import StatefulCausalLM
+from drafting.paged_model import PagedCausalLM
 from drafting.proposer import Proposer
 
 log = logging.getLogger(__name__)
 
 
-def compile_model(model, precision: str | None = None) -> StatefulCausalLM:
+def default_kv_cache_bytes() -> int:
+    """A tenth of this machine's memory, at most 2 GiB: ~73k tokens of the 1.5B target's KV at 16 bits."""
+    try:
+        import os
+
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2 ** 30
+    return int(min(total // 10, 2 * 2 ** 30))
+
+
+def compile_model(model, precision: str | None = None, kv_cache_bytes: int | None = None,
+                  num_blocks: int | None = None) -> PagedCausalLM:
     from models.home import fastdraft_home
 
-    return StatefulCausalLM(model.ir_dir, precision=precision, cache_dir=fastdraft_home() / "ov-cache",
-                            name=model.name)
+    return PagedCausalLM(model.ir_dir, num_blocks=num_blocks, kv_cache_bytes=kv_cache_bytes or default_kv_cache_bytes(),
+                         precision=precision, cache_dir=fastdraft_home() / "ov-cache", name=model.name)
 
 
-def load_engine(target, draft=None, prompt_lookup: bool = False, num_draft_tokens: int = 5,
-                adaptive: bool = False, precision: str | None = None, max_sessions: int = 4,
-                speculative_max_concurrency: int | None = None, copy_tokens: int = COPY_TOKENS) -> Engine:
+def load_engine(target, draft=None, prompt_lookup: bool = False, num_draft_tokens: int = 3,
+                adaptive: bool = True, precision: str | None = None, max_running: int = 8,
+                speculative_max_concurrency: int | None = None, copy_tokens: int = COPY_TOKENS,
+                kv_cache_bytes: int | None = None) -> Engine:
     """A draft and prompt_lookup together give the combined proposer (drafting/draft_with_lookup.py)."""
-    target_model = compile_model(target, precision)
+    target_model = compile_model(target, precision, kv_cache_bytes)
     proposer: Proposer | None = None
     if draft is not None:
-        proposer = load_proposer(draft, target, precision=precision, target_vocab_size=target_model.vocab_size)
+        proposer = load_proposer(draft, target, precision=precision, target_vocab_size=target_model.vocab_size,
+                                 num_blocks=target_model.num_blocks)
         if prompt_lookup:
             proposer = DraftWithLookupProposer(proposer, copy_tokens=copy_tokens)
     elif prompt_lookup:
         proposer = PromptLookupProposer()
-    config = EngineConfig(num_draft_tokens=num_draft_tokens, adaptive=adaptive, max_sessions=max_sessions,
+    config = EngineConfig(num_draft_tokens=num_draft_tokens, adaptive=adaptive, max_running=max_running,
                           speculative_max_concurrency=speculative_max_concurrency)
     return Engine(target_model, proposer, config, eos_token_ids=eos_token_ids(target.ir_dir))
 
 
-def load_proposer(draft, target, precision: str | None = None,
-                  target_vocab_size: int | None = None) -> DraftModelProposer:
-    """Compile a draft model after checking it shares the target's vocabulary (raises on mismatch)."""
+def load_proposer(draft, target, precision: str | None = None, target_vocab_size: int | None = None,
+                  num_blocks: int | None = None) -> DraftModelProposer:
+    """Compile a draft model after checking it shares the target's vocabulary (raises on mismatch).
+
+    num_blocks: the draft's KV blocks, as many as the target's so it can follow every sequence the target holds."""
     from models.compat import check_compatible
 
     check_compatible(target.tokenizer_dir, draft.tokenizer_dir)
-    model = compile_model(draft, precision)
+    model = compile_model(draft, precision, num_blocks=num_blocks)
     if target_vocab_size is None:
-        target_vocab_size = StatefulCausalLM.output_vocab_size(target.ir_dir)
+        target_vocab_size = PagedCausalLM.output_vocab_size(target.ir_dir)
     proposer = DraftModelProposer(model, target_vocab_size, revision=draft.revision)
     if proposer.draft_to_target is None and model.vocab_size > target_vocab_size:
         raise EngineError(f"draft {draft.name} scores {model.vocab_size} tokens but the target only "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drafting.sampling import SamplingParams
+from drafting.proposer import Draft, DraftSlot
 
 
 class PromptLookupProposer:
@@ -19,27 +19,16 @@ class PromptLookupProposer:
         assert 1 <= min_ngram <= max_ngram
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
-    def new_session(self) -> "PromptLookupSession":
-        return PromptLookupSession(self)
+    def propose(self, slots: list[DraftSlot]) -> list[Draft]:
+        """Its copies are its drafts: k applies (a slot at k = 0 gets none)."""
+        return [Draft(find_continuation(np.asarray(slot.context, dtype=np.int64), slot.k, self.max_ngram,
+                                        self.min_ngram) if slot.k > 0 else [])
+                for slot in slots]
 
-
-class PromptLookupSession:
-    def __init__(self, proposer: PromptLookupProposer):
-        self.proposer = proposer
-        self.last_catch_up_s = 0.0
-        self.last_was_copy = False  # its copies are its drafts: k applies
-
-    def propose(self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-                stop=None, limit: int | None = None) -> tuple[list[int], None]:  # a lookup scores nothing to ask `stop` with
-        if k <= 0:
-            return [], None
-        return find_continuation(np.asarray(context, dtype=np.int64), k, self.proposer.max_ngram,
-                                 self.proposer.min_ngram), None
-
-    def observe(self, num_drafted: int, num_accepted: int) -> None:
+    def release(self, seq_id: int) -> None:
         pass
 
-    def close(self) -> None:
+    def forget_cached(self) -> None:
         pass
 
 

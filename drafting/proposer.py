@@ -1,58 +1,60 @@
-"""The proposer interface: something that guesses the next k tokens of a context.
+"""The proposer interface: something that guesses the next tokens of many sequences at once.
 
-A `Proposer` is shared by all requests (it holds compiled models or settings); each generation opens
-its own `ProposerSession` (it holds that request's draft KV cache or search state). A target with no
-proposer is plain decoding.
+A `Proposer` is shared by every running sequence and called once per engine step with one `DraftSlot` per
+sequence that drafts this step; it returns one `Draft` each. A proposer that keeps state per sequence (a
+draft model's KV blocks) keys it by `DraftSlot.seq_id`, follows the verified context lazily (keeps what it
+shares with the context it is given, feeds the rest) and frees it on `release(seq_id)`.
+A target with no proposer is plain decoding.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 import numpy as np
 
 from drafting.sampling import SamplingParams
 
 
-class DraftStop(Protocol):
-    def keep_drafting(self, probability: float) -> bool:
-        """Told the probability the proposer gave the token it just drafted: whether to draft another."""
-        ...
+@dataclass
+class DraftSlot:
+    """What the engine asks of the proposer for one sequence this step."""
+
+    seq_id: int
+    context: list[int]  # the verified tokens: prompt + output so far
+    k: int  # tokens the model may draft (0: the model does not run; a free copy may still be offered)
+    limit: int  # the most tokens the engine can verify this step (>= k): a free copy may be this long
+    params: SamplingParams
+    rng: np.random.Generator | None  # for sampling the draft when the request samples without a seed
+    # position -> Gumbel noise over the target's vocabulary, for a seeded request (drafting/seeded_noise.py):
+    # the draft then picks argmax(log q + noise), coupled to the target's own pick at that position
+    noise: Callable[[int], np.ndarray] | None = None
+    # told (draft position, the probability the draft gave its token) after each drafted token: whether
+    # to draft one more (None: draft k)
+    keep_drafting: Callable[[int, float], bool] | None = None
 
 
-class ProposerSession(Protocol):
-    # seconds of the last propose() spent catching up on context the proposer had not seen (a draft model's
-    # prompt prefill, the tokens accepted since its last call); 0 for a proposer without such a cost
-    last_catch_up_s: float
-    # True when the last propose() returned a copy from the context in place of the model's draft
-    # (draft_with_lookup.py): the copy ignores k, so the adaptive policy learns nothing from that step
-    last_was_copy: bool
-
-    def propose(
-        self, context: list[int], k: int, params: SamplingParams, rng: np.random.Generator | None,
-        stop: DraftStop | None = None, limit: int | None = None,
-    ) -> tuple[list[int], np.ndarray | None]:
-        """Up to k draft ids continuing `context`, and their q distributions [n, vocab] (None: point masses).
-
-        May return fewer than k ids (even none) when it has nothing good to offer, and returns none for
-        k = 0 unless it has a copy that costs no model call; a proposer that scores
-        its tokens asks `stop` after each one whether to go on (None: draft k). `limit` (>= k) is the most
-        ids the engine can verify this step: a proposer whose extra ids cost nothing to make may return
-        more than k, never more than limit.
-        """
-        ...
-
-    def observe(self, num_drafted: int, num_accepted: int) -> None:
-        """Feedback after verification (adaptive policies, statistics)."""
-        ...
-
-    def close(self) -> None:
-        ...
+@dataclass
+class Draft:
+    ids: list[int] = field(default_factory=list)
+    q: np.ndarray | None = None  # [len(ids), target vocab] draft distributions for rejection sampling; None: point masses
+    probabilities: list[float] = field(default_factory=list)  # the draft's probability of each id (model drafts only)
+    copied: bool = False  # a copy from the context (prompt lookup): free to make, ignores k
 
 
 class Proposer(Protocol):
     name: str
     revision: str
 
-    def new_session(self) -> ProposerSession:
+    def propose(self, slots: list[DraftSlot]) -> list[Draft]:
+        """One draft per slot, in order; a slot may get fewer than k ids (even none), never more than limit."""
+        ...
+
+    def release(self, seq_id: int) -> None:
+        """The sequence ended (or was preempted): free what the proposer holds for it."""
+        ...
+
+    def forget_cached(self) -> None:
+        """Drop any state kept between sequences (benchmarks)."""
         ...

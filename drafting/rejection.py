@@ -1,9 +1,11 @@
 """Verification of drafted tokens: greedy matching and exact speculative sampling.
 
-A pure function of (draft ids, draft probabilities, target logits, sampling params, rng). Letters as in
+Pure functions of (draft ids, draft probabilities, target logits, sampling params, rng or noise). Letters as in
 Leviathan et al. 2023: p = target distribution, q = draft distribution, both after the same
 temperature / top-k / top-p processing (drafting/sampling.py), so the output is distributed exactly as
-the target's own sampling would be.
+the target's own sampling would be. `verify_coupled` is the seeded variant: the draft and the target pick
+with the same per-position Gumbel noise (drafting/seeded_noise.py), so a match test is exact and the text
+depends on the seed alone.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from drafting.sampling import SamplingParams, probabilities, sample
+from drafting.seeded_noise import gumbel_pick
 
 
 def verify(
@@ -35,6 +38,24 @@ def verify(
         if q_token <= 0.0 or rng.random() * q_token >= p_token:
             return i, sample(_residual(p[i], draft_probs, i, token), rng)
     return k, sample(p[k], rng)  # all accepted: the bonus token comes from p at position k + 1
+
+
+def verify_coupled(
+    draft_ids: list[int],
+    target_logits: np.ndarray,  # [k + 1, vocab]: row i scores the token after draft_ids[:i]
+    params: SamplingParams,
+    noise: list[np.ndarray],  # [k + 1] Gumbel rows of the positions that rows 0..k decide
+) -> tuple[int, int]:
+    """Seeded sampling: the target's pick at each position is argmax(log p + noise); drafts are accepted while
+    they equal it. Returns (accepted, the target's pick after them), the same tokens plain sampling picks."""
+    k = len(draft_ids)
+    assert target_logits.shape[0] == k + 1 and len(noise) == k + 1, (target_logits.shape, k, len(noise))
+    p = probabilities(target_logits, params)  # [k + 1, vocab]
+    for i, token in enumerate(draft_ids):
+        choice = gumbel_pick(p[i], noise[i])
+        if choice != token:
+            return i, choice
+    return k, gumbel_pick(p[k], noise[k])
 
 
 def verify_greedy(draft_ids: list[int], target_logits: np.ndarray) -> tuple[int, int]:

@@ -153,7 +153,8 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
         with_lookup("ours", engine.proposer)
     for spec in args.compare_draft:  # same compiled target, another proposer
         other = resolve_model(spec, weight_format=args.weight_format)
-        proposer = load_proposer(other, target, precision=args.precision, target_vocab_size=engine.target.vocab_size)
+        proposer = load_proposer(other, target, precision=args.precision, target_vocab_size=engine.target.vocab_size,
+                                 num_blocks=engine.target.num_blocks)
         other_engine = Engine(engine.target, proposer, engine.config, eos_token_ids=engine.eos_token_ids)
         for k in ks:
             configs.append((f"{other.name} k={k}", _ours(other_engine, {"num_draft_tokens": k, "adaptive": False})))

@@ -34,8 +34,9 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("prompt", help="prompt text")
-    parser.add_argument("--num-draft-tokens", type=int, default=5, help=f"draft length k (1..{MAX_DRAFT_TOKENS})")
-    parser.add_argument("--adaptive", action="store_true", help="adapt k per step to observed acceptance and cost")
+    parser.add_argument("--num-draft-tokens", type=int, default=None,
+                        help=f"a fixed draft length k (1..{MAX_DRAFT_TOKENS}); default: chosen per step from measured "
+                             "costs and acceptance (the server's default)")
     parser.add_argument("--max-tokens", type=int, default=128, help="new tokens at most")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def load_from_args(args: argparse.Namespace, max_sessions: int = 1):
+def load_from_args(args: argparse.Namespace, max_running: int = 8):
     """Resolve the models named on the command line; return (engine, tokenizer, target, draft)."""
     from transformers import AutoTokenizer
 
@@ -57,9 +58,7 @@ def load_from_args(args: argparse.Namespace, max_sessions: int = 1):
     target = resolve_model(args.target, weight_format=args.weight_format)
     draft = resolve_model(args.draft, weight_format=args.weight_format) if args.draft else None
     engine = load_engine(target, draft, prompt_lookup=args.prompt_lookup,
-                         num_draft_tokens=getattr(args, "num_draft_tokens", 5),
-                         adaptive=getattr(args, "adaptive", False), precision=args.precision,
-                         max_sessions=max_sessions, copy_tokens=args.copy_tokens)
+                         precision=args.precision, max_running=max_running, copy_tokens=args.copy_tokens)
     return engine, AutoTokenizer.from_pretrained(target.tokenizer_dir), target, draft
 
 
@@ -80,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
         engine, tokenizer, _, _ = load_from_args(args)
         prompt_ids = encode_prompt(tokenizer, args.prompt, args.chat)
         request = GenerationRequest(prompt_ids=prompt_ids, max_new_tokens=args.max_tokens, sampling=sampling,
-                                    stop_token_ids=engine.eos_token_ids, num_draft_tokens=args.num_draft_tokens,
-                                    adaptive=args.adaptive)
+                                    stop_token_ids=engine.eos_token_ids, num_draft_tokens=args.num_draft_tokens)
         generation = engine.start(request)
     except (ValueError, KeyError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -65,7 +65,7 @@ def main() -> int:
     target = resolve_model(args.target, weight_format=args.target_weight_format)
     draft = resolve_model(args.draft, weight_format=args.draft_weight_format) if mode == "draft" else None
     engine = load_engine(target, draft, prompt_lookup=mode == "prompt-lookup", num_draft_tokens=args.num_draft_tokens,
-                         precision=args.precision, max_sessions=1)
+                         precision=args.precision, max_running=1)
     tokenizer = AutoTokenizer.from_pretrained(str(target.tokenizer_dir))
     stop_ids = frozenset(engine.eos_token_ids) | end_of_turn_ids(tokenizer)
     prompts = [json.loads(line)["prompt"] for line in Path(args.prompts).read_text().splitlines()[:args.num_prompts]]

@@ -27,6 +27,9 @@ P = "fastdraft:"
 # seconds; from one fast decode step of a 135M model to a minutes-long request
 _LATENCY = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 _STEP = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+_BATCH = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_K = (0, 1, 2, 3, 4, 5, 6, 8, 12, 16)
 _TPOT = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -76,6 +79,17 @@ class Metrics:
         for mode in ("speculative", "plain"):
             self.ttft.labels(mode)
             self.tpot.labels(mode)
+        # --- the engine's steps (one per target call, all running requests batched in it)
+        self.batch_size = Histogram(P + "engine_batch_size", "Sequences in one target call", buckets=_BATCH, registry=r)
+        self.step_tokens = Histogram(P + "engine_step_tokens", "Tokens fed to one target call (prompt chunks, last "
+                                     "tokens and drafts of every sequence in it)", buckets=_TOKENS, registry=r)
+        self.step_seconds = Histogram(P + "engine_step_seconds", "Time of one batched target call", buckets=_STEP, registry=r)
+        self.chosen_k = Histogram(P + "spec_decode_chosen_k", "Draft length chosen for one sequence in one step "
+                                  "(0: plain decoding that step)", buckets=_K, registry=r)
+        self.preemptions = Counter(P + "engine_preemptions", "Sequences that gave their KV blocks back to be "
+                                   "recomputed later (the pool ran out)", registry=r)
+        self.kv_blocks_used = Gauge(P + "kv_blocks_used", "Target KV blocks held by running sequences", registry=r)
+        self.kv_blocks_free = Gauge(P + "kv_blocks_free", "Target KV blocks free or holding a cached prefix no one uses", registry=r)
         # --- state
         self.running = Gauge(P + "num_requests_running", "Requests generating now", registry=r)
         self.waiting = Gauge(P + "num_requests_waiting", "Requests queued for a running slot", registry=r)
@@ -102,6 +116,18 @@ class Metrics:
             self.reached_per_pos.labels(str(position)).inc()
         for position in range(step.num_accepted):
             self.accepted_per_pos.labels(str(position)).inc()
+
+    def record_engine_step(self, report) -> None:
+        """drafting.engine.StepReport of one batched step (called on the engine's thread)."""
+        self.batch_size.observe(report.batch_size)
+        self.step_tokens.observe(report.tokens)
+        self.step_seconds.observe(report.target_seconds)
+        for k in report.draft_lengths:
+            self.chosen_k.observe(k)
+        if report.preempted:
+            self.preemptions.inc(report.preempted)
+        self.kv_blocks_used.set(report.blocks_used)
+        self.kv_blocks_free.set(report.blocks_free)
 
     def set_scheduler(self, running: int, waiting: int) -> None:
         self.running.set(running)

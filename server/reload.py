@@ -41,7 +41,8 @@ def _reload_blocking(runtime: Runtime, spec: str) -> dict:
         started = time.perf_counter()
         try:
             draft = resolve_model(spec, weight_format=s.draft_weight_format, pull=s.pull)
-            proposer = load_proposer(draft, runtime.target, precision=s.precision)
+            proposer = load_proposer(draft, runtime.target, precision=s.precision,
+                                     num_blocks=runtime.engine.target.num_blocks)
             if s.draft_with_lookup:
                 proposer = DraftWithLookupProposer(proposer, copy_tokens=s.copy_tokens)
         except Exception as error:  # any failure keeps the old draft: the server must not lose its proposer

@@ -71,8 +71,11 @@ class Runtime:
         log.info("compiling models (proposer: %s)", s.proposer_mode)
         engine = load_engine(target, draft, prompt_lookup=s.proposer_mode == "prompt-lookup" or (draft is not None and s.draft_with_lookup),
                              num_draft_tokens=s.num_draft_tokens, adaptive=s.adaptive, precision=s.precision,
-                             max_sessions=s.max_running, speculative_max_concurrency=s.spec_max_running,
-                             copy_tokens=s.copy_tokens)
+                             max_running=s.max_running, speculative_max_concurrency=s.spec_max_running,
+                             copy_tokens=s.copy_tokens,
+                             kv_cache_bytes=int(s.kv_cache_gb * 2 ** 30) if s.kv_cache_gb else None)
+        engine.step_listeners.append(self.metrics.record_engine_step)
+        self.metrics.kv_blocks_free.set(engine.pool.available)
         self.tokenizer, self.target, self.draft, self.engine = tokenizer, target, draft, engine
         self.stop_token_ids = frozenset(engine.eos_token_ids) | end_of_turn_ids(tokenizer)
         self.state = "ready"

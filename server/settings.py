@@ -36,15 +36,17 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(None, description="model id clients send and /v1/models lists; default: the target's name")
 
     # --- speculation
-    num_draft_tokens: int = Field(3, ge=1, le=16, description="default draft length k of the draft model (requests may override "
-                                                             "with speculative.num_draft_tokens); 3 is the shipped draft's best")
-    adaptive: bool = Field(False, description="adaptive draft length by default (requests may override with speculative.adaptive)")
+    num_draft_tokens: int = Field(3, ge=1, le=16, description="draft length k when it is fixed (--no-adaptive, or a request's "
+                                                             "speculative.num_draft_tokens); 3 is the shipped draft's best fixed k")
+    adaptive: bool = Field(True, description="draft length chosen per step from measured costs and acceptance (k = 0 "
+                                             "included: plain decoding where drafting does not pay); --no-adaptive: "
+                                             "always --num-draft-tokens (requests may override with speculative.adaptive)")
     spec_max_running: int | None = Field(
         None, ge=0,
-        description="load policy, applied by the engine at every step: draft only while at most this many requests "
-                    "are generating (0: never draft; default: at any load). Target calls are not batched across "
-                    "requests, so a verify replaces its own request's decode step and drafting pays at every level "
-                    "with a cheap draft (shipped draft: 1.8-2.1x at 1, 2 and 4 clients); set it for a costly draft")
+        description="draft only while at most this many requests are generating (0: never draft; default: the "
+                    "cost-driven draft length decides at every load)")
+    kv_cache_gb: float | None = Field(None, gt=0, description="memory for the target's KV blocks (the draft gets as many "
+                                                             "blocks); default: a tenth of RAM, at most 2 GiB")
 
     # --- HTTP
     host: str = Field("127.0.0.1", description="address to bind")
@@ -54,7 +56,8 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="log level of the server and uvicorn")
 
     # --- load
-    max_running: int = Field(2, ge=1, le=64, description="requests generating at once (engine sessions)")
+    max_running: int = Field(8, ge=1, le=64, description="requests generating at once: the engine's batch limit (all "
+                                                        "running requests share one target call per step)")
     max_waiting: int = Field(32, ge=0, description="requests queued (FIFO) behind the running ones; 429 when full")
     max_tokens_limit: int = Field(4096, ge=1, description="largest max_tokens / max_completion_tokens a request may ask for")
     default_completion_tokens: int = Field(16, ge=1, description="max_tokens of /v1/completions when the request sets none (OpenAI's default)")

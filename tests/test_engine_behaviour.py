@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -10,7 +11,7 @@ from drafting.draft_model import DraftModelProposer
 from drafting.draft_with_lookup import DraftWithLookupProposer
 from drafting.engine import Engine, EngineConfig
 from drafting.errors import ContextLengthError
-from drafting.ov_model import StatefulCausalLM
+from drafting.paged_model import PagedCausalLM
 from drafting.request import GenerationRequest
 from drafting.sampling import SamplingParams
 
@@ -19,13 +20,31 @@ PROMPT = [11, 22, 33, 44, 55, 66]
 
 @pytest.fixture(scope="module")
 def target(tiny_models):
-    return StatefulCausalLM(tiny_models["target"], precision="f32", name="target")
+    return PagedCausalLM(tiny_models["target"], num_blocks=64, precision="f32", name="target")
 
 
 @pytest.fixture(scope="module")
 def engine(target, tiny_models):
-    draft = StatefulCausalLM(tiny_models["near"], precision="f32", name="near")
-    return Engine(target, DraftModelProposer(draft, target.vocab_size), EngineConfig(num_draft_tokens=4))
+    return Engine(target, DraftModelProposer(draft_model(tiny_models), target.vocab_size),
+                  EngineConfig(num_draft_tokens=4, adaptive=False))
+
+
+_drafts: dict = {}
+
+
+def draft_model(tiny_models):
+    if "near" not in _drafts:
+        _drafts["near"] = PagedCausalLM(tiny_models["near"], num_blocks=64, precision="f32", name="near")
+    return _drafts["near"]
+
+
+def eventually(condition, timeout=10.0):
+    """Poll until condition() holds (the step loop acts on its own thread), failing after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+    return True
 
 
 def sampled(engine, seed, temperature=1.5, **kw):
@@ -48,18 +67,35 @@ def test_sampling_runs_speculatively_and_plain(engine):
     assert speculative.stats.drafts > 0 and len(speculative.token_ids) == 40
     plain = engine.generate_all(GenerationRequest(
         prompt_ids=PROMPT, max_new_tokens=40, sampling=SamplingParams(temperature=1.0, seed=0), speculative=False))
-    assert plain.stats.drafts == 0 and plain.stats.target_calls == 39
+    assert plain.stats.drafts == 0 and plain.stats.target_calls == 40  # one per token, the first included
 
 
 def test_draft_with_lookup_samples_reproducibly(target, tiny_models):
-    draft = StatefulCausalLM(tiny_models["near"], precision="f32", name="near")
-    combined = Engine(target, DraftWithLookupProposer(DraftModelProposer(draft, target.vocab_size)),
-                      EngineConfig(num_draft_tokens=3))
+    combined = Engine(target, DraftWithLookupProposer(DraftModelProposer(draft_model(tiny_models), target.vocab_size)),
+                      EngineConfig(num_draft_tokens=3, adaptive=False))
     params = SamplingParams(temperature=0.8, top_k=50, seed=11)
     runs = [combined.generate_all(GenerationRequest(prompt_ids=PROMPT * 4, max_new_tokens=40, sampling=params))
             for _ in range(2)]
     assert runs[0].token_ids == runs[1].token_ids and len(runs[0].token_ids) == 40
     assert runs[0].stats.drafts > 0
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_seeded_sampling_gives_the_plain_text_whatever_k_and_the_batch(engine, k):
+    """A seed decides every token (per-position noise): speculation, its k and what else runs change nothing."""
+    params = SamplingParams(temperature=0.9, top_p=0.95, seed=123)
+    request = dict(prompt_ids=PROMPT, max_new_tokens=40, sampling=params)
+    plain = engine.generate_all(GenerationRequest(speculative=False, **request)).token_ids
+    alone = engine.generate_all(GenerationRequest(num_draft_tokens=k, **request))
+    assert alone.token_ids == plain and alone.stats.drafts > 0
+    others = [engine.start(GenerationRequest(prompt_ids=PROMPT[::-1] + [i], max_new_tokens=200,
+                                             sampling=SamplingParams(temperature=1.0, seed=i)))
+              for i in range(3)]
+    try:
+        assert engine.generate_all(GenerationRequest(num_draft_tokens=k, **request)).token_ids == plain
+    finally:
+        for other in others:
+            other.close()
 
 
 def test_eos_stops_and_is_kept(engine):
@@ -79,8 +115,10 @@ def test_streaming_groups_join_to_the_full_output(engine):
     assert all(g.step is not None for g in groups[1:])
 
 
-def test_cancel_stops_within_a_step_and_frees_the_session(target):
-    engine = Engine(target, config=EngineConfig(max_sessions=1))
+def test_cancel_stops_the_engine_and_frees_the_blocks(target):
+    engine = Engine(target, config=EngineConfig(max_running=1))
+    engine.forget_cached_prefixes()
+    idle = engine.blocks_used
     cancel = threading.Event()
     generation = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=500), cancel)
     produced = 0
@@ -90,17 +128,28 @@ def test_cancel_stops_within_a_step_and_frees_the_session(target):
             cancel.set()
     assert generation.finish_reason == "cancelled"
     assert produced < 10
-    # the only session came back: a new request can start at once
-    engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=2), timeout=1).close()
+    # the engine itself stopped: the sequence left and its blocks went back (no step ran it after)
+    eventually(lambda: engine.active == 0 and engine.blocks_used == idle)
+    steps = engine.steps
+    time.sleep(0.05)
+    assert engine.steps == steps
+    assert len(engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=2)).token_ids) == 2
 
 
-def test_abandoned_generation_frees_its_session(target):
-    engine = Engine(target, config=EngineConfig(max_sessions=1))
-    generation = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=50))
+def test_abandoned_generation_frees_its_blocks(target):
+    engine = Engine(target, config=EngineConfig(max_running=1))
+    engine.forget_cached_prefixes()
+    generation = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=400))
     next(iter(generation))
     generation.close()
-    assert engine.active == 0
+    eventually(lambda: engine.active == 0 and engine.blocks_used == 0)
     engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=3))
+
+
+def test_a_request_larger_than_the_kv_budget_is_refused(tiny_models):
+    small = PagedCausalLM(tiny_models["target"], num_blocks=4, precision="f32", name="small")
+    with pytest.raises(ValueError, match=r"must fit the KV cache budget of 88 tokens \(raise --kv-cache-gb\), got 106"):
+        Engine(small).start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=100))
 
 
 def test_prompt_longer_than_context_is_refused(engine, target):
@@ -123,13 +172,13 @@ def test_token_outside_the_vocabulary_is_refused(engine):
 
 
 def test_speculation_turns_off_above_the_concurrency_limit(target, tiny_models):
-    draft = StatefulCausalLM(tiny_models["near"], precision="f32", name="near")
-    engine = Engine(target, DraftModelProposer(draft, target.vocab_size),
-                    EngineConfig(max_sessions=2, speculative_max_concurrency=1))
-    first = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=20))
+    engine = Engine(target, DraftModelProposer(draft_model(tiny_models), target.vocab_size),
+                    EngineConfig(max_running=2, speculative_max_concurrency=1, adaptive=False))
+    first = engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=600))  # runs through the second
     second = engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=20))
     assert second.stats.drafts == 0
     first.close()
+    eventually(lambda: engine.active == 0)
     assert engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=20)).stats.drafts > 0
 
 
@@ -154,23 +203,17 @@ def test_logprobs_are_the_targets_whether_or_not_it_speculates(engine):
 
 def test_forgetting_cached_prefixes_makes_the_next_request_pay_its_prefill(engine):
     # benchmarks rely on it: with prefix reuse, a prompt run a second time would skip its prefill
-    request = GenerationRequest(prompt_ids=[5, 6, 7, 8, 9, 10, 11, 12], max_new_tokens=6)
+    request = GenerationRequest(prompt_ids=list(range(5, 75)), max_new_tokens=6)  # two full blocks
+    engine.forget_cached_prefixes()
     first = engine.generate_all(request)
+    hits = engine.pool.hits
     again = engine.generate_all(request)
+    assert engine.pool.hits == hits + 2 and engine.pool.cached >= 2
     engine.forget_cached_prefixes()
+    assert engine.pool.cached == 0
     cold = engine.generate_all(request)
+    assert engine.pool.hits == hits + 2
     assert first.token_ids == again.token_ids == cold.token_ids
-    slot = engine._slots.get_nowait()
-    try:
-        assert slot.target.tokens[:8] == request.prompt_ids  # the cache holds this request again
-    finally:
-        engine._slots.put(slot)
-    engine.forget_cached_prefixes()
-    slot = engine._slots.get_nowait()
-    try:
-        assert slot.target.tokens == [] and (slot.proposer_session is None or slot.proposer_session.cache.tokens == [])
-    finally:
-        engine._slots.put(slot)
 
 
 def test_prompt_logprobs_score_each_token_as_generation_did(engine):

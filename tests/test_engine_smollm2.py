@@ -25,7 +25,7 @@ def tokenizer(smollm2_fp32):
 @pytest.fixture(scope="module")
 def engine(smollm2_fp32, smollm2_int8):
     # the int8 export of the same model is a real, imperfect draft for the fp32 target
-    return load_engine(smollm2_fp32, smollm2_int8, precision="f32", num_draft_tokens=4, max_sessions=2)
+    return load_engine(smollm2_fp32, smollm2_int8, precision="f32", num_draft_tokens=4, max_running=2)
 
 
 def encode(tokenizer, text):
@@ -43,7 +43,7 @@ def test_greedy_with_draft_matches_plain(engine, tokenizer):
 
 
 def test_prompt_lookup_matches_plain(smollm2_fp32, tokenizer):
-    engine = load_engine(smollm2_fp32, prompt_lookup=True, precision="f32", max_sessions=1)
+    engine = load_engine(smollm2_fp32, prompt_lookup=True, precision="f32", max_running=1)
     for prompt in PROMPTS[:2]:
         ids = encode(tokenizer, prompt * 2)
         plain = engine.generate_all(GenerationRequest(prompt_ids=ids, max_new_tokens=40, speculative=False))
@@ -51,7 +51,8 @@ def test_prompt_lookup_matches_plain(smollm2_fp32, tokenizer):
 
 
 def test_target_as_its_own_draft_accepts_everything(smollm2_fp32, tokenizer):
-    engine = load_engine(smollm2_fp32, smollm2_fp32, precision="f32", num_draft_tokens=5, max_sessions=1)
+    engine = load_engine(smollm2_fp32, smollm2_fp32, precision="f32", num_draft_tokens=5, adaptive=False,
+                         max_running=1)
     result = engine.generate_all(GenerationRequest(prompt_ids=encode(tokenizer, PROMPTS[0]), max_new_tokens=37))
     assert result.stats.alpha == 1.0
     assert result.stats.accepted_tokens == result.stats.draft_tokens

@@ -1,10 +1,11 @@
-"""Prompt lookup search, adaptive draft length, and the statistics' definitions."""
+"""Prompt lookup search, the cost-driven draft length, and the statistics' definitions."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from drafting.adaptive import AdaptiveDraftLength, FixedDraftLength
+from drafting.adaptive import Acceptance, DecodingSequence, DraftLengthPolicy
+from drafting.cost_model import StepCostModel
 from drafting.ngram import find_continuation
 from drafting.stats import GenerationStats, StepStats
 
@@ -19,56 +20,88 @@ def test_prompt_lookup_without_match_proposes_nothing():
     assert find_continuation(np.array([1, 2, 3, 4]), 5, max_ngram=3, min_ngram=1) == []
 
 
-def test_adaptive_lengthens_when_the_draft_is_right_and_stops_when_it_is_wrong():
-    policy = AdaptiveDraftLength(initial_k=4, max_k=8)
-    for _ in range(20):
-        k = policy.next_k()
-        policy.observe(k, k, draft_time_s=0.01 * k, target_time_s=0.1)
-    assert policy.next_k() == 8
-    for _ in range(30):
-        k = max(policy.next_k(), 1)
-        policy.observe(k, 0, draft_time_s=0.03 * k, target_time_s=0.1)
-    assert policy.k == 0  # drafting switched off: no k beats a plain step
-    probes = [policy.next_k() for _ in range(policy.probe_every)]
-    assert probes.count(1) == 1  # but it keeps probing now and then
+def costs_of(one_token_s, per_token_s, draft_call_s=0.004):
+    """A cost model measured on a machine where a call costs one_token_s + per_token_s per extra token."""
+    costs = StepCostModel()
+    for tokens in (1, 2, 4, 6, 9, 17, 33):
+        costs.observe_target(tokens, one_token_s + per_token_s * (tokens - 1))
+    for sequences in (1, 2, 4, 8):
+        costs.observe_draft([0.0, draft_call_s * (1 + 0.2 * (sequences - 1))], [sequences, sequences])
+    return costs
 
 
-def test_break_even_is_where_one_more_draft_token_stops_paying():
-    assert FixedDraftLength(5).draft_stop() is None  # a fixed k drafts k tokens
-    policy = AdaptiveDraftLength(initial_k=4, decay=0.0)  # decay 0: the last observation only
-    assert policy.break_even() == 0.0  # nothing measured yet: draft the whole k
-    policy.observe(2, 1, draft_time_s=0.006, target_time_s=0.090)  # 3 ms a draft token, 90 ms at k=2
-    policy.observe(4, 3, draft_time_s=0.012, target_time_s=0.098)  # 98 ms at k=4: 4 ms per verified token
-    # (3 ms draft + 4 ms verify) / ((12 + 98) ms / 4 emitted tokens)
-    assert abs(policy.break_even() - 0.007 / (0.110 / 4)) < 1e-9
+def trained(rates, steps=200, k=8):
+    """Acceptance counts of a sequence whose position-j tokens are accepted with probability rates[j]."""
+    rng = np.random.default_rng(0)
+    acceptance = Acceptance()
+    for _ in range(steps):
+        accepted = 0
+        while accepted < k and rng.random() < rates[min(accepted, len(rates) - 1)]:
+            accepted += 1
+        acceptance.observe(k, accepted)
+    return acceptance
 
 
-def test_the_drafts_catch_up_call_is_not_counted_as_a_draft_tokens_cost():
-    policy = AdaptiveDraftLength(initial_k=5)
-    # first step: the draft's first call prefilled the prompt (1 s), then 4 one-token calls of 30 ms
-    policy.observe(5, 0, draft_time_s=1.0 + 4 * 0.03, target_time_s=0.1, catch_up_s=1.0)
-    assert abs(policy._draft_token_time - 0.03) < 1e-9
-    assert policy.next_k() > 0  # an unlucky, expensive first step does not switch drafting off
+def test_cost_curve_interpolates_and_never_gets_cheaper_with_more_tokens():
+    costs = StepCostModel()
+    costs.observe_target(1, 0.100)
+    assert abs(costs.target_seconds(5) - 0.100 * (1 + 0.1 * 4)) < 1e-9  # one point: the prior slope
+    costs.observe_target(5, 0.180)
+    assert abs(costs.target_seconds(3) - 0.140) < 1e-9
+    assert abs(costs.target_seconds(9) - 0.260) < 1e-9  # extrapolated from the last two points
+    costs.observe_target(7, 0.150)  # noise below the line: the slope is clamped at zero
+    assert costs.target_seconds(10) == costs.target_seconds(7) == 0.150
+    assert not costs.ready and costs.draft_seconds(3, 1) == 0.0  # no draft call measured yet
+    assert StepCostModel(draft_model=False).ready is False
+    costs.observe_draft([0.5, 0.01, 0.01], [1, 1, 1])  # the first call caught up on the prompt: left out
+    assert costs.ready and abs(costs.draft_seconds(3, 1) - 4 * 0.01) < 1e-9
 
 
-def test_draft_probabilities_are_calibrated_against_what_the_target_accepts():
-    policy = AdaptiveDraftLength(initial_k=4)
-    assert abs(policy.acceptance_given(0.42) - 0.45) < 1e-9  # prior: face value, by tenths
-    for _ in range(30):  # a draft unsure of itself (p = 0.42) that the target always agrees with
-        stop = policy.draft_stop()
-        for _ in range(4):
-            stop.keep_drafting(0.42)
-        policy.observe(4, 4, draft_time_s=0.004, target_time_s=0.1)
-    assert policy.acceptance_given(0.42) > 0.95
-    assert policy.acceptance_given(0.95) == 0.95  # buckets it never saw keep the prior
-    stop = policy.draft_stop()
-    assert [stop.keep_drafting(0.42) for _ in range(4)] == [True] * 4  # calibrated: worth going on
-    for _ in range(60):  # tokens it gives p = 0.25 are always rejected
-        policy.draft_stop().keep_drafting(0.25)
-        policy.observe(1, 0, draft_time_s=0.001, target_time_s=0.1)
-    assert policy.acceptance_given(0.25) < 0.005 < policy.break_even()  # 1 ms draft, ~101 ms a token
-    assert policy.draft_stop().keep_drafting(0.25) is False  # ... so the draft stops right there
-    assert policy.draft_stop().keep_drafting(0.42) is True
+def test_flat_verify_and_a_good_draft_draft_long_a_compute_bound_verify_and_a_weak_draft_not_at_all():
+    good, weak = trained([0.9]), trained([0.3])
+    flat = DraftLengthPolicy(costs_of(0.080, 0.0005), probe_every=10 ** 6)  # AVX-512: 4 tokens cost ~1 token
+    flat.engine_acceptance = trained([0.9], steps=1000)  # what the server saw of this draft so far
+    assert flat.choose([DecodingSequence(good, room=16)], other_tokens=0) == [8]
+    steep = DraftLengthPolicy(costs_of(0.118, 0.030), probe_every=10 ** 6)  # AVX2: a 4-token verify 1.75x
+    steep.engine_acceptance = trained([0.3], steps=1000)
+    assert steep.choose([DecodingSequence(weak, room=16)], other_tokens=0) == [0]
+    middle = steep.choose([DecodingSequence(good, room=16)], other_tokens=0)[0]
+    assert 1 <= middle < 8, "a compute-bound verify shortens even a good draft"
+
+
+def test_a_larger_batch_drafts_less_where_tokens_cost_compute():
+    policy = DraftLengthPolicy(costs_of(0.100, 0.025), probe_every=10 ** 6)
+    acceptance = trained([0.8])
+    alone = policy.choose([DecodingSequence(acceptance, 16)], 0)[0]
+    batched = policy.choose([DecodingSequence(acceptance, 16) for _ in range(8)], 0)
+    assert alone > 0 and max(batched) < alone
+    assert policy.choose([DecodingSequence(acceptance, 2)], 0)[0] <= 2  # never past the room it has
+
+
+def test_a_weak_sequence_is_trimmed_in_a_strong_batch():
+    policy = DraftLengthPolicy(costs_of(0.100, 0.010), probe_every=10 ** 6)
+    ks = policy.choose([DecodingSequence(trained([0.95]), 16), DecodingSequence(trained([0.1]), 16)], 0)
+    assert ks[0] > 0 and ks[1] < ks[0]
+
+
+def test_acceptance_is_kept_per_position():
+    acceptance = trained([0.6, 0.9], steps=2000)  # the first token is harder than the ones after it
+    assert abs(acceptance.rate(0) - 0.6) < 0.08 and abs(acceptance.rate(3) - 0.9) < 0.05
+    expected = acceptance.expected_tokens(3)
+    r = [acceptance.rate(i) for i in range(3)]
+    assert abs(expected[3] - (1 + r[0] + r[0] * r[1] + r[0] * r[1] * r[2])) < 1e-9
+    # a new sequence starts from the engine-wide rates (a prior worth a few observations)
+    fresh = Acceptance()
+    assert abs(fresh.rate(0, prior=acceptance) - acceptance.rate(0)) < 1e-9
+
+
+def test_before_any_measurement_two_tokens_measure_the_costs_and_probes_keep_measuring():
+    policy = DraftLengthPolicy(StepCostModel(), probe_every=4)
+    assert policy.choose([DecodingSequence(Acceptance(), 16)], 0) == [2]
+    policy = DraftLengthPolicy(costs_of(0.118, 0.030), probe_every=4)
+    weak = DecodingSequence(trained([0.05]), 16)
+    ks = [policy.choose([weak], 0)[0] for _ in range(8)]
+    assert ks.count(1) == 2 and ks.count(0) == 6, "drafting off, but every 4th step tries one token"
 
 
 def test_alpha_counts_only_positions_that_were_tested():

@@ -68,8 +68,8 @@ def ir_dirs(smollm2_fp32) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def spec(ir_dirs, tmp_path_factory):
-    # the draft alone (no prompt lookup), k=5: the counters below are those of the target drafting for itself
-    server = SmolServer("spec", ["--draft", str(ir_dirs["fp32"]), "--no-draft-with-lookup", "--num-draft-tokens", "5",
+    # the draft alone (no prompt lookup), a fixed k=5: the counters below are those of the target drafting for itself
+    server = SmolServer("spec", ["--draft", str(ir_dirs["fp32"]), "--no-draft-with-lookup", "--no-adaptive", "--num-draft-tokens", "5",
                                  "--precision", "f32", "--api-key", KEY, "--max-running", "2", "--spec-max-running", "2"],
                         tmp_path_factory.mktemp("spec"))
     yield server
