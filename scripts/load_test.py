@@ -1,21 +1,23 @@
-"""Load test: asyncio clients on loopback at 1/2/4/8 concurrency, speculation on vs off; throughput and p50/p99 latency.
+"""Load test: clients on loopback at 1/2/4/8 concurrency, ours (plain, speculative) vs openvino-genai's continuous batching.
 
-    python scripts/load_test.py                                          # default target + draft (slow: minutes)
+    python scripts/load_test.py                                          # default models, held-out code prompts
+    python scripts/load_test.py --prompts prompts/chat-sharegpt.jsonl --task chat   # chat prompts (chat template)
     python scripts/load_test.py --target smollm2-135m-instruct --target-weight-format fp32 \
-        --draft smollm2-135m-instruct --concurrency 1,2,4 --requests-per-level 4 --max-tokens 32   # quick check
-    python scripts/load_test.py --url http://127.0.0.1:8000 --model qwen2.5-coder-1.5b-instruct   # a running server
+        --draft smollm2-135m-instruct --genai-draft smollm2-135m-instruct --concurrency 1,2 --max-tokens 32  # quick
+    python scripts/load_test.py --url http://127.0.0.1:8000 --configs plain,spec   # a running server
 
 Configurations (--configs):
-- plain:        every request sends speculative.enabled=false (plain decoding), on the policy server;
-- spec:         speculation as the server decides (its load policy: --spec-max-running here, or the server's default);
-- spec-always:  a second server started with the policy off (--spec-max-running 1000): drafting at every level.
-Levels run in turn, and within a level every configuration runs back to back (both servers stay up), so drift in
-machine load hits all alike; with `--repeats N` each level runs N times, the order of the configurations reversed
-every other time (a fixed order would hand whatever drift there is to the configuration that always runs last),
-and the table pools them. `drafted` is the share of target calls that verified a draft (the policy at work).
-Each level runs `--requests-per-level` streamed requests (at least one per client) with `concurrency` clients
-pulling from one queue, and stops issuing new ones after `--time-limit-s`. Throughput = generated tokens / wall
-time of the level; latency = request to last byte at the client; TTFT = request to first text chunk.
+- plain:        every request sends speculative.enabled=false (plain decoding), on our server;
+- spec:         speculation as the server decides (its default: draft length chosen per step from measured costs);
+- spec-kN:      a fixed draft length N (speculative.num_draft_tokens=N, adaptive=false), e.g. spec-k3;
+- genai:        openvino-genai's ContinuousBatchingPipeline on the same target IR (what OpenVINO Model Server runs),
+                in this process, the level's requests added at once and stepped to the end;
+- genai-draft:  the same with --genai-draft as its draft_model at num_assistant_tokens --genai-k.
+Every level sends the same prompts (token ids, so every configuration reads the same input), `concurrency` at once
+(--requests-per-level more are queued behind them for our server). Levels run in turn, and within a level every
+configuration runs back to back, with `--repeats N` in alternating order, so drift in machine load hits all alike.
+Throughput = generated tokens / wall time of the level; latency = request to last token; TTFT = request to first.
+The CPU's model and its vector flags are printed first: where verification is compute-bound matters here.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,7 +44,7 @@ log = logging.getLogger("load_test")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="use this running server instead of starting one (spec-always is then skipped)")
+    parser.add_argument("--url", help="use this running server instead of starting one")
     parser.add_argument("--api-key", help="API key of the server given with --url")
     parser.add_argument("--model", help="model id to send (default: what /v1/models lists)")
     parser.add_argument("--target", default="qwen2.5-coder-1.5b-instruct", help="target model spec (started servers)")
@@ -52,17 +53,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--target-weight-format", default="int8", help="target IR weight format")
     parser.add_argument("--draft-weight-format", default="int8", help="draft IR weight format")
     parser.add_argument("--precision", default=None, help="OpenVINO precision hint")
-    parser.add_argument("--num-draft-tokens", type=int, default=3, help="draft length k (the server's default)")
     parser.add_argument("--max-running", type=int, default=8, help="server's concurrent generations")
-    parser.add_argument("--spec-max-running", type=int, default=None,
-                        help="the policy server's load policy (default: the server's default, drafting at any load)")
-    parser.add_argument("--configs", default="plain,spec,spec-always", help="comma-separated: plain, spec, spec-always")
+    parser.add_argument("--configs", default="plain,spec,genai,genai-draft",
+                        help="comma-separated: plain, spec, spec-kN, genai, genai-draft")
+    parser.add_argument("--genai-draft", default="qwen2.5-coder-0.5b-instruct",
+                        help="openvino-genai's draft model (catalog name or IR folder)")
+    parser.add_argument("--genai-k", type=int, default=3, help="openvino-genai's num_assistant_tokens")
     parser.add_argument("--concurrency", default="1,2,4,8", help="client counts, comma-separated")
-    parser.add_argument("--requests-per-level", type=int, default=8, help="requests per (config, concurrency, repeat)")
+    parser.add_argument("--requests-per-level", type=int, default=0,
+                        help="requests per (config, concurrency, repeat); 0: one per client, all sent at once")
     parser.add_argument("--repeats", type=int, default=2, help="runs of every level, alternating the configurations' order")
     parser.add_argument("--time-limit-s", type=float, default=120.0, help="stop issuing requests in a level after this")
-    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
-    parser.add_argument("--prompts", default="prompts/humaneval.jsonl", help="JSONL with a 'prompt' field per line")
+    parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per request")
+    parser.add_argument("--prompts", default="prompts/heldout-qwen2.5-coder-1.5b.jsonl",
+                        help="JSONL prompts ({'prompt': text} or {'messages': [...]}, as fastdraft bench reads them)")
+    parser.add_argument("--task", default=None, help="only the prompts of this task (code, chat, summarization)")
+    parser.add_argument("--num-prompts", type=int, default=8, help="prompts to cycle through")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     return parser.parse_args()
 
@@ -88,8 +94,16 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> dict:
             "tokens": tokens}
 
 
-async def run_level(url: str, headers: dict, model: str, prompts: list[str], concurrency: int, args,
-                    speculative: bool) -> dict:
+def speculative_options(config: str) -> dict | None:
+    if config == "plain":
+        return {"enabled": False}
+    if config.startswith("spec-k"):
+        return {"num_draft_tokens": int(config[len("spec-k"):]), "adaptive": False}
+    return None  # "spec": the server's default
+
+
+async def run_level(url: str, headers: dict, model: str, prompts: list[list[int]], concurrency: int, args,
+                    config: str) -> dict:
     total = max(args.requests_per_level, concurrency)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
@@ -97,6 +111,7 @@ async def run_level(url: str, headers: dict, model: str, prompts: list[str], con
     results: list[dict] = []
     started = time.perf_counter()
     deadline = started + args.time_limit_s
+    options = speculative_options(config)
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
@@ -106,20 +121,66 @@ async def run_level(url: str, headers: dict, model: str, prompts: list[str], con
                 return
             body = {"model": model, "prompt": prompts[i % len(prompts)], "max_tokens": args.max_tokens,
                     "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-            if not speculative:
-                body["speculative"] = {"enabled": False}
+            if options is not None:
+                body["speculative"] = options
             results.append(await one_request(client, url, body))
 
     limits = httpx.Limits(max_connections=concurrency + 2)
     async with httpx.AsyncClient(timeout=600, headers=headers, limits=limits) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-    wall = time.perf_counter() - started
+    return level_row(results, time.perf_counter() - started, concurrency)
+
+
+def level_row(results: list[dict], wall: float, concurrency: int) -> dict:
     ok = [r for r in results if r["ok"]]
-    latencies = sorted(r["latency_s"] for r in ok)
-    tokens = sum(r["tokens"] for r in ok)
     return {"concurrency": concurrency, "requests": len(results), "failed": len(results) - len(ok),
-            "tokens": tokens, "wall_s": round(wall, 3), "latencies_s": [round(x, 3) for x in latencies],
-            "ttfts_s": [round(r["ttft_s"], 3) for r in ok]}
+            "tokens": sum(r["tokens"] for r in ok), "wall_s": round(wall, 3),
+            "latencies_s": sorted(round(r["latency_s"], 3) for r in ok), "ttfts_s": [round(r["ttft_s"], 3) for r in ok]}
+
+
+class GenaiBatching:
+    """openvino-genai's ContinuousBatchingPipeline on the target IR (optionally with a draft), stepped here."""
+
+    def __init__(self, target_ir: str, draft_ir: str | None, k: int, max_tokens: int, eos_ids: set[int]):
+        import openvino_genai
+
+        self.genai = openvino_genai
+        scheduler = openvino_genai.SchedulerConfig()
+        scheduler.cache_size = 2  # GB of KV cache, as ours (--kv-cache-gb default: at most 2 GiB)
+        scheduler.enable_prefix_caching = False  # every level pays its prefill, as ours does for new prompts
+        properties = {"draft_model": openvino_genai.draft_model(draft_ir, "CPU")} if draft_ir else {}
+        self.pipe = openvino_genai.ContinuousBatchingPipeline(target_ir, scheduler, "CPU", properties)
+        self.config = openvino_genai.GenerationConfig()
+        self.config.max_new_tokens = max_tokens
+        self.config.stop_token_ids = eos_ids
+        if draft_ir:
+            self.config.num_assistant_tokens = k
+        self._next_id = 0
+
+    def run_level(self, prompts: list[list[int]], concurrency: int, args) -> dict:
+        import numpy as np
+        import openvino as ov
+
+        total = max(args.requests_per_level, concurrency)
+        pending = [prompts[i % len(prompts)] for i in range(total)]
+        started = time.perf_counter()
+        running: dict[int, tuple[object, float, list]] = {}
+        results: list[dict] = []
+        while pending or running:
+            while pending and len(running) < concurrency:
+                self._next_id += 1
+                ids = ov.Tensor(np.asarray([pending.pop(0)], dtype=np.int64))
+                running[self._next_id] = (self.pipe.add_request(self._next_id, ids, self.config), time.perf_counter(), [None])
+            self.pipe.step()
+            now = time.perf_counter()
+            for request_id, (handle, sent, first) in list(running.items()):
+                if first[0] is None and handle.can_read():
+                    first[0] = now - sent
+                if handle.get_status() != self.genai.GenerationStatus.RUNNING:
+                    tokens = len(handle.read_all()[0].generated_ids)
+                    results.append({"ok": True, "latency_s": now - sent, "ttft_s": first[0] or now - sent, "tokens": tokens})
+                    del running[request_id]
+        return level_row(results, time.perf_counter() - started, concurrency)
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -127,13 +188,11 @@ def pooled(rows: list[dict]) -> dict:
     tokens, wall = sum(r["tokens"] for r in rows), sum(r["wall_s"] for r in rows)
     latencies = sorted(x for r in rows for x in r["latencies_s"])
     ttfts = sorted(x for r in rows for x in r["ttfts_s"])
-    steps = sum(r["target_calls"] for r in rows)
     return {"config": rows[0]["config"], "concurrency": rows[0]["concurrency"], "repeats": len(rows),
             "requests": sum(r["requests"] for r in rows), "failed": sum(r["failed"] for r in rows),
-            "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
-            "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p99_s": round(_percentile(latencies, 99), 3),
-            "ttft_p50_s": round(_percentile(ttfts, 50), 3),
-            "drafted_steps_share": round(sum(r["drafted_calls"] for r in rows) / steps, 3) if steps else 0.0}
+            "tokens": tokens, "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
+            "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
+            "ttft_p50_s": round(_percentile(ttfts, 50), 3)}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -144,89 +203,114 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if q < 100 else values[-1]
 
 
-def server_args(args, spec_max_running: int | None) -> list[str]:
+def server_args(args) -> list[str]:
     from models.resolve import resolve_model
 
     target = resolve_model(args.target, weight_format=args.target_weight_format)
     out = ["--target", str(target.ir_dir), "--served-model-name", "m", "--no-pull", "--log-level", "warning",
-           "--max-running", str(args.max_running), "--max-waiting", "1000", "--num-draft-tokens", str(args.num_draft_tokens)]
+           "--max-running", str(args.max_running), "--max-waiting", "1000"]
     if args.prompt_lookup:
         out += ["--prompt-lookup"]
     else:
         out += ["--draft", str(resolve_model(args.draft, weight_format=args.draft_weight_format).ir_dir)]
     if args.precision:
         out += ["--precision", args.precision]
-    if spec_max_running is not None:
-        out += ["--spec-max-running", str(spec_max_running)]
     return out
+
+
+def machine() -> str:
+    """The CPU's model and the vector extensions that decide whether verification is memory- or compute-bound."""
+    import platform
+
+    flags, model = set(), platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    import os
+
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
 
 
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from transformers import AutoTokenizer
+
+    from fastdraft.bench import load_prompts
+    from models.resolve import resolve_model
     from server.launch import ServerProcess
 
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {machine()}", flush=True)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     levels = [int(c) for c in args.concurrency.split(",")]
-    prompts = [json.loads(line)["prompt"] for line in Path(args.prompts).read_text().splitlines()]
+    target = resolve_model(args.target, weight_format=args.target_weight_format)
+    tokenizer = AutoTokenizer.from_pretrained(str(target.tokenizer_dir))
+    _, prompts = load_prompts(args.prompts, args.task, args.num_prompts, tokenizer, chat=False)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     results = []
 
-    def drafted_share(url: str) -> tuple[float, float]:
-        """(speculative, plain) target calls so far, from the server's /metrics."""
-        calls = {"speculative": 0.0, "plain": 0.0}
-        for family in text_string_to_metric_families(httpx.get(url + "/metrics", headers=headers).text):
-            for sample in family.samples:
-                if sample.name == "fastdraft:target_calls_total":
-                    calls[sample.labels["mode"]] += sample.value
-        return calls["speculative"], calls["plain"]
-
-    def measure(servers: dict[str, tuple[str, str]]) -> None:
+    def measure(runners: dict) -> None:
         """Levels outer, then repeats, configurations inner (order reversed every other repeat)."""
-        for url, model in set(servers.values()):
-            warm = argparse.Namespace(**{**vars(args), "requests_per_level": 1})
-            asyncio.run(run_level(url, headers, model, prompts[:1], 1, warm, True))
+        for config, run in runners.items():  # warm-up: compile caches, first-call allocations
+            run(prompts[:1], 1, argparse.Namespace(**{**vars(args), "requests_per_level": 1}))
         for concurrency in levels:
             for repeat in range(args.repeats):
-                order = list(servers.items())
-                for config, (url, model) in order if repeat % 2 == 0 else order[::-1]:
-                    spec_before, plain_before = drafted_share(url)
-                    row = asyncio.run(run_level(url, headers, model, prompts, concurrency, args, config != "plain"))
-                    spec_after, plain_after = drafted_share(url)
-                    row.update(config=config, repeat=repeat, drafted_calls=spec_after - spec_before,
-                               target_calls=(spec_after - spec_before) + (plain_after - plain_before))
+                order = list(runners.items())
+                for config, run in order if repeat % 2 == 0 else order[::-1]:
+                    row = run(prompts, concurrency, args)
+                    row.update(config=config, repeat=repeat)
                     results.append(row)
                     log.info("%s c=%d repeat %d: %.2f tok/s", config, concurrency, repeat, row["tokens"] / row["wall_s"])
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        servers: dict[str, tuple[str, str]] = {}
-        if args.url:
-            model = args.model or httpx.get(args.url + "/v1/models", headers=headers).json()["data"][0]["id"]
-            if "spec-always" in configs:
-                log.warning("spec-always needs a server this script starts; skipped with --url")
-            servers = {c: (args.url, model) for c in configs if c != "spec-always"}
-        else:
-            if {"plain", "spec"} & set(configs):
-                policy = stack.enter_context(ServerProcess(server_args(args, args.spec_max_running), Path(tmp) / "policy.log"))
-                servers.update({c: (policy.url, "m") for c in configs if c in ("plain", "spec")})
-            if "spec-always" in configs:
-                always = stack.enter_context(ServerProcess(server_args(args, 1000), Path(tmp) / "always.log"))
-                servers["spec-always"] = (always.url, "m")
-        servers = {c: servers[c] for c in configs if c in servers}
-        measure(servers)
+        runners: dict = {}
+        ours = [c for c in configs if c == "plain" or c.startswith("spec")]
+        if ours:
+            if args.url:
+                url = args.url
+                model = args.model or httpx.get(url + "/v1/models", headers=headers).json()["data"][0]["id"]
+            else:
+                url, model = stack.enter_context(ServerProcess(server_args(args), Path(tmp) / "server.log")).url, "m"
+            for config in ours:
+                runners[config] = (lambda c: lambda p, n, a: asyncio.run(run_level(url, headers, model, p, n, a, c)))(config)
+        eos = set(_eos_ids(target.ir_dir, tokenizer))
+        if "genai" in configs:
+            plain_pipe = GenaiBatching(str(target.ir_dir), None, args.genai_k, args.max_tokens, eos)
+            runners["genai"] = plain_pipe.run_level
+        if "genai-draft" in configs:
+            draft = resolve_model(args.genai_draft, weight_format=args.draft_weight_format)
+            draft_pipe = GenaiBatching(str(target.ir_dir), str(draft.ir_dir), args.genai_k, args.max_tokens, eos)
+            runners["genai-draft"] = draft_pipe.run_level
+        runners = {c: runners[c] for c in configs if c in runners}
+        measure(runners)
 
     table = [pooled([r for r in results if (r["config"], r["concurrency"]) == key])
              for key in sorted({(r["config"], r["concurrency"]) for r in results},
                                key=lambda key: (key[1], configs.index(key[0])))]
-    print(f"\n{'config':<12}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'p50 s':>8}{'p99 s':>8}{'TTFT p50':>10}{'drafted':>9}")
+    print(f"\n{'config':<13}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'x plain':>9}{'p50 s':>8}{'p95 s':>8}{'TTFT p50':>10}")
+    plain_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "plain"}
     for row in table:
-        print(f"{row['config']:<12}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
-              f"{row['throughput_tok_s']:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p99_s']:>8.2f}{row['ttft_p50_s']:>10.2f}"
-              f"{row['drafted_steps_share']:>9.0%}")
+        ratio = row["throughput_tok_s"] / plain_rate[row["concurrency"]] if plain_rate.get(row["concurrency"]) else float("nan")
+        print(f"{row['config']:<13}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
+              f"{row['throughput_tok_s']:>9.2f}{ratio:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p95_s']:>8.2f}"
+              f"{row['ttft_p50_s']:>10.2f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"args": vars(args), "table": table, "runs": results}, indent=1) + "\n")
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "machine": machine(), "table": table,
+                                                   "runs": results}, indent=1) + "\n")
     return 0
+
+
+def _eos_ids(ir_dir, tokenizer) -> list[int]:
+    """The ids that end generation for our server: the model's EOS plus the chat models' end-of-turn tokens."""
+    from drafting.loader import eos_token_ids
+    from server.runtime import end_of_turn_ids
+
+    return sorted(set(eos_token_ids(ir_dir)) | set(end_of_turn_ids(tokenizer)))
 
 
 if __name__ == "__main__":
