@@ -1,16 +1,21 @@
-"""Request and response models in OpenAI's shapes (pydantic), plus our two extensions: `top_k` and `speculative`.
+"""Request models in OpenAI's shapes (pydantic), plus our two extensions: `top_k` and `speculative`; and the
+helpers that build the response dicts (whose shapes responses.py describes).
 
 Boundary: parsing and validation only. A parameter we do not implement is a 400 naming it (never silently
 ignored), except when it carries its neutral value (e.g. `presence_penalty: 0`), which changes nothing.
+
+The same models validate every request (`parse`) and describe it in /openapi.json (server/openapi.py). Where a
+rule is checked by hand (a validator, or the handler), the field's schema says so with `WithJsonSchema`, so the
+published schema is the rule the server applies.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from drafting.logprobs import MAX_TOP_LOGPROBS
 from drafting.request import MAX_DRAFT_TOKENS
@@ -42,37 +47,68 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 }
 
 
+def _document_extras(schema: dict[str, Any]) -> None:
+    """/openapi.json: the OpenAI parameters accepted at their neutral value only, and no other extra field."""
+    _document_neutral(schema, {})
+
+
+def _document_neutral(schema: dict[str, Any], extra: dict[str, dict]) -> None:
+    properties = schema.setdefault("properties", {})
+    for name, values in _NEUTRAL.items():
+        unique: list[Any] = []
+        for value in values:
+            if value not in unique:  # 0 and 0.0 are one JSON value
+                unique.append(value)
+        properties.setdefault(name, {"enum": unique, "default": None, "description": _NEUTRAL_NOTE})
+    properties.update(extra)
+    schema["additionalProperties"] = False  # any other field is a 400 unsupported_parameter
+
+
+_NEUTRAL_NOTE = "OpenAI parameter fastdraft does not implement: accepted at its neutral value only, else a 400"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class StreamOptions(_Strict):
-    include_usage: bool = False
-    continuous_usage_stats: bool = False  # vLLM's name; accepted, treated like include_usage on the last chunk only
+    include_usage: bool = Field(False, description="send a last chunk with `usage` (and `usage.speculative`)")
+    # vLLM's name; accepted, treated like include_usage on the last chunk only
+    continuous_usage_stats: bool = Field(False, description="vLLM's name; treated like include_usage")
 
 
 class SpeculativeOptions(_Strict):
     """Extension: per-request control of speculation (the names match the CLI flags and the engine's)."""
 
-    enabled: bool | None = None  # None: the server decides (load policy); False forces plain decoding
-    num_draft_tokens: int | None = Field(None, ge=1, le=MAX_DRAFT_TOKENS)
-    adaptive: bool | None = None
+    enabled: bool | None = Field(None, description="null: the server decides (load policy); false forces plain "
+                                                    "decoding; true on a server without a proposer is a 400")
+    num_draft_tokens: int | None = Field(None, ge=1, le=MAX_DRAFT_TOKENS,
+                                         description="draft length k for this request (default: --num-draft-tokens)")
+    adaptive: bool | None = Field(None, description="adaptive draft length (default: --adaptive)")
+
+
+# the rules of `stop`'s validator below, as a schema
+_STOP_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1},
+                          {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": MAX_STOP},
+                          {"type": "null"}]}
 
 
 class _GenerationParams(BaseModel):
-    model_config = ConfigDict(extra="allow")  # extras are checked against _NEUTRAL by check_unsupported()
+    # extras are checked against _NEUTRAL by check_unsupported(); the schema lists the neutral ones
+    model_config = ConfigDict(extra="allow", json_schema_extra=_document_extras)
 
-    model: str
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    model: str = Field(description="the served model's id (GET /v1/models); any other is a 404 model_not_found")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="null: 1.0, as OpenAI; 0: greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=MAX_N)
+    top_k: int | None = Field(None, ge=0, description="extension: sample from the k most likely tokens (0: all)")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="makes sampling reproducible; ignored at temperature 0")
+    stop: Annotated[str | list[str] | None, WithJsonSchema(_STOP_SCHEMA)] = Field(
+        None, description=f"up to {MAX_STOP} non-empty strings; the text ends before the first one found")
+    stream: bool = Field(False, description="server-sent events, one chunk per event, then `data: [DONE]`")
+    stream_options: StreamOptions | None = Field(None, description="only with stream: true")
+    n: int = Field(1, ge=1, le=MAX_N, description="choices per prompt")
     user: str | None = None
-    speculative: SpeculativeOptions | None = None
+    speculative: SpeculativeOptions | None = Field(None, description="extension: per-request speculation")
 
     @field_validator("stop")
     @classmethod
@@ -104,11 +140,32 @@ def _same(value: Any, neutral: Any) -> bool:
     return type(value) is type(neutral) and value == neutral if neutral is not None else value is None
 
 
+_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+# the rules of `prompt`'s validator and of completions.tokenize_prompts (ids below the vocabulary size), as a schema
+_PROMPT_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1},
+                            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                            _TOKEN_IDS,
+                            {"type": "array", "items": _TOKEN_IDS, "minItems": 1}]}
+
+
+def _document_completion_extras(schema: dict[str, Any]) -> None:
+    _document_neutral(schema, {"best_of": {
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_N}, {"type": "null"}], "default": None,
+        "description": "accepted when 1 or equal to n (plain sampling); anything else is a 400"}})
+
+
 class CompletionRequest(_GenerationParams):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(None, ge=0)  # 0: score the prompt only (echo + logprobs), as OpenAI allowed
-    echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # OpenAI allows 0..5; we allow up to 20
+    model_config = ConfigDict(extra="allow", json_schema_extra=_document_completion_extras)
+
+    prompt: Annotated[str | list[str] | list[int] | list[list[int]], WithJsonSchema(_PROMPT_SCHEMA)] = Field(
+        description="a string, strings, token ids (below the vocabulary size) or lists of token ids; n choices each")
+    # 0: score the prompt only (echo + logprobs), as OpenAI allowed
+    max_tokens: int | None = Field(None, ge=0, description="at most --max-tokens-limit (default: --default-completion-"
+                                                           "tokens); 0 with echo scores the prompt only")
+    echo: bool = Field(False, description="the prompt before each choice's text (scored too when logprobs is set)")
+    # OpenAI allows 0..5; we allow up to 20
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                 description="each token's log-probability and this many alternatives")
 
     @field_validator("prompt")
     @classmethod
@@ -124,11 +181,18 @@ class CompletionRequest(_GenerationParams):
         super().check_unsupported({"best_of": (None, 1, self.n)})
 
 
+# text() below accepts text parts only, as a schema
+_TEXT_PART = {"type": "object", "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+              "required": ["type", "text"]}
+_CONTENT_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}, {"type": "null"}]}
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Annotated[str | list[dict[str, Any]] | None, WithJsonSchema(_CONTENT_SCHEMA)] = Field(
+        None, description="a string, or text parts (other part types are a 400)")
     name: str | None = None
 
     def text(self) -> str:
@@ -145,11 +209,14 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(_GenerationParams):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    max_tokens: int | None = Field(None, ge=1)  # deprecated by OpenAI for chat; still sent by many clients
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    messages: list[ChatMessage] = Field(min_length=1, description="rendered with the model's chat template")
+    max_completion_tokens: int | None = Field(None, ge=1, description="at most --max-tokens-limit (default: what "
+                                                                      "the context has room for, up to that limit)")
+    # deprecated by OpenAI for chat; still sent by many clients
+    max_tokens: int | None = Field(None, ge=1, description="older name of max_completion_tokens (which wins)")
+    logprobs: bool | None = Field(None, description="each token's log-probability")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                     description="alternatives per token; needs logprobs: true")
 
     def check_unsupported(self, extra_neutral: dict[str, tuple[Any, ...]] | None = None) -> None:
         super().check_unsupported(extra_neutral)
@@ -170,6 +237,13 @@ class ChatCompletionRequest(_GenerationParams):
         return self.max_tokens, "max_tokens"
 
 
+class ReloadRequest(BaseModel):
+    """The body is optional; fields other than `draft` are ignored."""
+
+    draft: str | None = Field(None, description="path or model name of the new draft; default: the draft the server "
+                                                "was started with (or last reloaded from)")
+
+
 def parse(model: type[BaseModel], body: Any) -> Any:
     if not isinstance(body, dict):
         raise errors.invalid("request body must be a JSON object")
@@ -181,7 +255,8 @@ def parse(model: type[BaseModel], body: Any) -> Any:
     return request
 
 
-# --- responses (plain dicts keep the hot streaming path cheap; shapes follow OpenAI's reference)
+# --- responses (plain dicts keep the hot streaming path cheap; shapes follow OpenAI's reference and
+# server/responses.py, which describes them in /openapi.json)
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
