@@ -2,7 +2,9 @@
 
 `create_app(settings)` returns a FastAPI app whose lifespan loads the models in a worker thread, so the port
 answers at once: /health says 503 "loading" until the engine is ready (then 200), /live is plain liveness.
-Generation is in serving.py (+ completions.py, chat.py); shapes in protocol.py; errors in errors.py.
+Generation is in serving.py (+ completions.py, chat.py); shapes in protocol.py (requests) and responses.py;
+errors in errors.py; what /openapi.json and /docs say of each route in openapi.py (the handlers read the raw body,
+so FastAPI checks nothing).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from server import errors, protocol
+from server import errors, openapi, protocol, responses
 from server.chat import create_chat_completion
 from server.completions import create_completion
 from server.metrics import CONTENT_TYPE, Metrics
@@ -31,6 +33,13 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Runtime, Request, Any], Awaitable[Response]]
+
+DESCRIPTION = """OpenAI's completions, chat completions and models API, answered by speculative decoding on CPUs.
+
+Two extensions: `top_k`, and `speculative` (per-request control of drafting); `usage.speculative` reports what
+drafting did. Every error is `{"error": {"message", "type", "param", "code"}}` with its HTTP status, and a 400
+names the field at fault. OpenAI parameters fastdraft does not implement are accepted at their neutral value only.
+"""
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -58,9 +67,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
 
-    app = FastAPI(title="fastdraft", summary="OpenAI-compatible speculative-decoding server", lifespan=lifespan)
+    app = openapi.documented_app(title="fastdraft", summary="OpenAI-compatible speculative-decoding server",
+                                 description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
     errors.install_handlers(app)
+    openapi.install(app, runtime)
+    auth = bool(runtime.settings.api_key)
 
     async def api(endpoint: str, request: Request, handler: Handler) -> Response:
         try:
@@ -73,21 +85,33 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 runtime.metrics.requests.labels(endpoint, str(error.status), "error").inc()
             raise
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", **openapi.operation(
+        request=protocol.CompletionRequest, example=openapi.COMPLETION_EXAMPLE,
+        response=responses.CompletionResponse, chunk=responses.CompletionChunk,
+        errors=openapi.GENERATION_ERRORS, auth=auth))
     async def completions(request: Request) -> Response:
+        """Text completion of one or more prompts (OpenAI's legacy completions API)."""
         return await api("completions", request, create_completion)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", **openapi.operation(
+        request=protocol.ChatCompletionRequest, example=openapi.CHAT_EXAMPLE,
+        response=responses.ChatCompletionResponse, chunk=responses.ChatCompletionChunk,
+        errors=openapi.GENERATION_ERRORS, auth=auth))
     async def chat_completions(request: Request) -> Response:
+        """Chat completion: the messages go through the model's chat template."""
         return await api("chat", request, create_chat_completion)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", **openapi.operation(response=responses.ModelList, errors=(401,), auth=auth))
     async def models(request: Request) -> JSONResponse:
+        """The one model this server serves."""
         check_auth(runtime, request)
         return JSONResponse(protocol.models_list(runtime.model_id, runtime.created))
 
-    @app.post("/admin/reload")
+    @app.post("/admin/reload", **openapi.operation(
+        request=protocol.ReloadRequest, body_required=False, response=responses.ReloadResponse,
+        errors=(400, 401, 409, 413, 500, 503), auth=auth))
     async def admin_reload(request: Request) -> JSONResponse:
+        """Reload the draft model (as SIGHUP does); a draft that fails to load is refused and the old one kept."""
         check_auth(runtime, request)
         body = await read_json(request, runtime.settings.max_body_bytes, allow_empty=True) or {}
         spec = body.get("draft") if isinstance(body, dict) else None
@@ -95,8 +119,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             raise errors.invalid(f"draft must be a path or model name (a string), got {type(spec).__name__}", "draft")
         return JSONResponse(await reload_draft(runtime, spec))
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": responses.Health, "description": "ready"},
+                                   503: {"model": responses.Health, "description": "loading, or failed to load"}})
     async def health() -> JSONResponse:
+        """Readiness: 200 once the models are loaded. Needs no API key."""
         if runtime.ready:
             return JSONResponse({"status": "ok", **runtime.describe()})
         detail = {"status": runtime.state}
@@ -104,12 +130,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             detail["error"] = runtime.error
         return JSONResponse(detail, status_code=503)
 
-    @app.get("/live")
+    @app.get("/live", responses={200: {"description": "the process answers", "content": {"application/json": {
+        "schema": {"type": "object", "properties": {"status": {"const": "alive"}}, "required": ["status"]}}}}})
     async def live() -> JSONResponse:
+        """Liveness: 200 whenever the process answers, loaded or not."""
         return JSONResponse({"status": "alive"})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={200: {
+        "description": "Prometheus text format (the metrics are listed in the README)"}})
     async def metrics() -> Response:
+        """Prometheus metrics. Needs no API key."""
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
