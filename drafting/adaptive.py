@@ -10,6 +10,8 @@ decoding) that maximises expected emitted tokens per second of step time:
 
 then trims each sequence's k while its last drafted token is expected to bring fewer tokens per second of
 verify cost than the step as a whole (a weak sequence drafts less than a strong one in the same batch).
+Prompt-lookup copies cost no draft call but each copied token is a verify row: they are cut by the same
+rule, from the acceptance per position of copies (`copy_room`).
 The costs come from drafting/cost_model.py (measured on this machine, so the same policy drafts long where
 verification is flat and short, or not at all, where it is compute-bound or the batch is large).
 
@@ -77,12 +79,31 @@ class DraftLengthPolicy:
         self.max_k = max_k
         self.probe_every = probe_every
         self.engine_acceptance = Acceptance(decay=0.99)  # every sequence's model drafts, the prior of new ones
+        self.copy_acceptance = Acceptance(decay=0.99)  # prompt-lookup copies, per position
         self._steps = 0
         self.last_rate = 0.0  # expected tokens per second of the last plan (diagnostics)
 
     def observe(self, acceptance: Acceptance, num_drafted: int, num_accepted: int) -> None:
         acceptance.observe(num_drafted, num_accepted)
         self.engine_acceptance.observe(num_drafted, num_accepted)
+
+    def observe_copy(self, num_drafted: int, num_accepted: int) -> None:
+        self.copy_acceptance.observe(num_drafted, num_accepted)
+
+    def copy_room(self, limit: int, fed_tokens: int) -> int:
+        """The longest prompt-lookup copy worth verifying: a copy costs no draft call, but each copied token is
+        one more row of the verify, which is not free where verification is compute-bound."""
+        if not self.costs.target.seen or self.last_rate <= 0:
+            return limit
+        chance, room = 1.0, 0
+        for position in range(limit):
+            chance *= self.copy_acceptance.rate(position)
+            fed = fed_tokens + position + 1
+            verify_cost = self.costs.target_seconds(fed) - self.costs.target_seconds(fed - 1)
+            if verify_cost > 0 and chance / verify_cost < self.last_rate:
+                break
+            room = position + 1
+        return room
 
     def choose(self, sequences: list[DecodingSequence], other_tokens: int) -> list[int]:
         """k per sequence for one step; other_tokens: prompt tokens that share the step's target call."""

@@ -63,11 +63,9 @@ class StepReport:
 
     batch_size: int  # sequences in the target call
     tokens: int  # tokens fed to the target
-    draft_lengths: list[int]  # k chosen per decoding sequence (0: plain)
+    draft_lengths: list[int]  # k chosen for the model per decoding sequence (0: plain, or a free copy only)
     target_seconds: float
     draft_seconds: float
-    blocks_used: int
-    blocks_free: int
     preempted: int
 
 
@@ -117,6 +115,7 @@ class Engine:
         self.steps = 0
         self.preemptions = 0
         self._next_id = 0
+        self._incoming: list[Sequence] = []  # started, not yet seen by the step loop (guarded by _wake)
         self._wake = threading.Condition()
         self._step_lock = threading.Lock()  # held for a whole step; forget_cached_prefixes waits for it
         self._thread: threading.Thread | None = None
@@ -134,7 +133,7 @@ class Engine:
     @property
     def active(self) -> int:
         """Sequences running or waiting."""
-        return self.scheduler.active
+        return self.scheduler.active + len(self._incoming)
 
     @property
     def blocks_used(self) -> int:
@@ -186,7 +185,7 @@ class Engine:
                 rng=None if sampling.greedy else np.random.default_rng(sampling.seed),
                 noise=SeededNoise(sampling.seed, self.target.vocab_size) if seeded else None,
                 scored=[None] if request.prompt_logprobs else None)  # nothing predicts the first token
-            self.scheduler.add(sequence)
+            self._incoming.append(sequence)
             self._ensure_loop()
             self._wake.notify_all()
         return Generation(self, sequence)
@@ -212,8 +211,11 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self.scheduler.active:
+                while not self.scheduler.active and not self._incoming:
                     self._wake.wait()
+                for sequence in self._incoming:  # only this thread touches the scheduler
+                    self.scheduler.add(sequence)
+                self._incoming.clear()
             with self._step_lock:
                 try:
                     self._step()
@@ -237,43 +239,46 @@ class Engine:
         self.steps += 1
         decoding = [s for s in running if s.decoding]
         ks = self._draft_lengths(decoding, self.scheduler.prefill_tokens_wanted(decoding))
-        rooms = {s.id: max(k, self._copy_room(s)) for s, k in zip(decoding, ks)}
+        fed = self.scheduler.prefill_tokens_wanted(decoding) + len(decoding) + sum(ks)
+        rooms = {s.id: max(k, self._copy_room(s, fed)) for s, k in zip(decoding, ks)}
         plan = self.scheduler.plan(decoding, dict(zip((s.id for s in decoding), ks)), rooms, self._preempt)
         decoding = plan.decoding
+        if not decoding and not plan.prefilling:
+            return  # nothing fits this step (a preemption just made room for the next)
         drafts, draft_seconds = self._propose(decoding, plan)
-        batch = PagedBatch([], [], [], [])
-        rows: list[int] = []
-        for sequence in plan.prefilling:
-            tokens = sequence.context[sequence.computed:sequence.computed + plan.chunk[sequence.id]]
-            scoring = sequence.scored is not None
-            batch.tokens.append(tokens)
-            rows.append(len(tokens) if scoring else 0)
-        for sequence, draft in zip(decoding, drafts):
-            batch.tokens.append([sequence.context[-1]] + draft.ids)
-            rows.append(len(draft.ids) + 1)
-        ordered = plan.prefilling + decoding
-        for sequence, tokens in zip(ordered, batch.tokens):
-            sequence.table.reserve(sequence.computed + len(tokens))  # the plan checked the pool has them
-            batch.past_lens.append(sequence.computed)
-            batch.block_tables.append(sequence.table.blocks)
-        batch.logit_rows = rows
+        batch = self._batch(plan, drafts)
         start = time.perf_counter()
         logits = self.target.forward(batch)
         target_seconds = time.perf_counter() - start
         fed = sum(len(t) for t in batch.tokens)
         self.costs.observe_target(fed, target_seconds)
         offset = 0
-        for sequence, tokens, count in zip(plan.prefilling, batch.tokens, rows):
+        for sequence, tokens, count in zip(plan.prefilling, batch.tokens, batch.logit_rows):
             self._after_prefill_chunk(sequence, tokens, logits[offset:offset + count])
             offset += count
-        for sequence, draft, count in zip(decoding, drafts, rows[len(plan.prefilling):]):
+        for sequence, draft, count in zip(decoding, drafts, batch.logit_rows[len(plan.prefilling):]):
             self._after_decode(sequence, draft, logits[offset:offset + count], draft_seconds, target_seconds)
             offset += count
-        report = StepReport(len(ordered), fed, [len(d.ids) if not d.copied else 0 for d in drafts] if drafts else [],
-                            target_seconds, draft_seconds, self.pool.used, self.pool.available,
-                            len(plan.preempted))
+        report = StepReport(len(batch.tokens), fed, [plan.draft_lengths[s.id] for s in decoding], target_seconds,
+                            draft_seconds, len(plan.preempted))
         for listener in self.step_listeners:
             listener(report)
+
+    def _batch(self, plan: StepPlan, drafts: list[Draft]) -> PagedBatch:
+        """The target call's inputs: prompt chunks (logits only where the prompt is scored), then verifies."""
+        batch = PagedBatch([], [], [], [])
+        for sequence in plan.prefilling:
+            tokens = sequence.context[sequence.computed:sequence.computed + plan.chunk[sequence.id]]
+            batch.tokens.append(tokens)
+            batch.logit_rows.append(len(tokens) if sequence.scored is not None else 0)
+        for sequence, draft in zip(plan.decoding, drafts):
+            batch.tokens.append([sequence.context[-1]] + draft.ids)
+            batch.logit_rows.append(len(draft.ids) + 1)
+        for sequence, tokens in zip(plan.prefilling + plan.decoding, batch.tokens):
+            sequence.table.reserve(sequence.computed + len(tokens))  # the plan checked the pool has them
+            batch.past_lens.append(sequence.computed)
+            batch.block_tables.append(sequence.table.blocks)
+        return batch
 
     def _draft_lengths(self, decoding: list[Sequence], other_tokens: int) -> list[int]:
         """k per decoding sequence: the request's fixed k, the policy's, or 0 (plain; load cap)."""
@@ -327,11 +332,14 @@ class Engine:
                 self.costs.observe_draft(proposer.call_seconds, proposer.call_sequences)
         return drafts, time.perf_counter() - start
 
-    @staticmethod
-    def _copy_room(sequence: Sequence) -> int:
-        """The longest free copy a draft + lookup proposer may offer this sequence (even when the model does not draft)."""
+    def _copy_room(self, sequence: Sequence, fed_tokens: int) -> int:
+        """The longest copy a draft + lookup proposer may offer this sequence (even when the model does not draft):
+        all of --copy-tokens at a fixed k, what pays for its verify rows under the cost-driven policy."""
         copy_tokens = getattr(sequence.proposer, "copy_tokens", 0)
-        return max(0, min(copy_tokens, sequence.request.max_new_tokens - len(sequence.emitted) - 1))
+        limit = max(0, min(copy_tokens, sequence.request.max_new_tokens - len(sequence.emitted) - 1))
+        if limit and self._is_adaptive(sequence.request):
+            return self.policy.copy_room(limit, fed_tokens)
+        return limit
 
     # --- after the call -----------------------------------------------------------------------------
 
@@ -361,6 +369,8 @@ class Engine:
             if sequence.request.logprobs is not None else None
         if draft.ids and not draft.copied:
             self.policy.observe(sequence.acceptance, len(draft.ids), accepted)
+        elif draft.copied:
+            self.policy.observe_copy(len(draft.ids), accepted)
         step = StepStats(len(draft.ids), accepted, len(new_tokens), draft_seconds if draft.ids else 0.0, target_seconds)
         sequence.table.length = sequence.computed + len(draft.ids) + 1  # what the call wrote
         self._emit(sequence, new_tokens, step, len(draft.ids), logprobs)

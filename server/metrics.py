@@ -4,7 +4,7 @@ PromQL written for vLLM's speculative-decoding counters carry over.
 Counters only move forward; ratios (acceptance rate, mean accepted length, speedup) are derived in PromQL
 (README and dashboards/grafana-fastdraft.json). One registry per app, so tests can build several apps.
 
-Definitions (REFERENCE.md):
+Definitions (docs/formulas.md):
 - a *draft* is one verifying target call that checked >= 1 proposed token;
 - accepted_tokens_per_pos{position=i} counts drafts whose token i was accepted (drafting stops at the first
   rejection, so position i is only tested when 0..i-1 were accepted);
@@ -88,8 +88,10 @@ class Metrics:
                                   "(0: plain decoding that step)", buckets=_K, registry=r)
         self.preemptions = Counter(P + "engine_preemptions", "Sequences that gave their KV blocks back to be "
                                    "recomputed later (the pool ran out)", registry=r)
+        # read from the engine at scrape time (watch_engine), so they are right between steps too
         self.kv_blocks_used = Gauge(P + "kv_blocks_used", "Target KV blocks held by running sequences", registry=r)
         self.kv_blocks_free = Gauge(P + "kv_blocks_free", "Target KV blocks free or holding a cached prefix no one uses", registry=r)
+        self.engine_sequences = Gauge(P + "engine_sequences", "Sequences in the engine (running or waiting for blocks)", registry=r)
         # --- state
         self.running = Gauge(P + "num_requests_running", "Requests generating now", registry=r)
         self.waiting = Gauge(P + "num_requests_waiting", "Requests queued for a running slot", registry=r)
@@ -126,8 +128,12 @@ class Metrics:
             self.chosen_k.observe(k)
         if report.preempted:
             self.preemptions.inc(report.preempted)
-        self.kv_blocks_used.set(report.blocks_used)
-        self.kv_blocks_free.set(report.blocks_free)
+
+    def watch_engine(self, engine) -> None:
+        """The engine's gauges, read at each scrape."""
+        self.kv_blocks_used.set_function(lambda: engine.pool.used)
+        self.kv_blocks_free.set_function(lambda: engine.pool.available)
+        self.engine_sequences.set_function(lambda: engine.active)
 
     def set_scheduler(self, running: int, waiting: int) -> None:
         self.running.set(running)

@@ -75,7 +75,7 @@ class Runtime:
                              copy_tokens=s.copy_tokens,
                              kv_cache_bytes=int(s.kv_cache_gb * 2 ** 30) if s.kv_cache_gb else None)
         engine.step_listeners.append(self.metrics.record_engine_step)
-        self.metrics.kv_blocks_free.set(engine.pool.available)
+        self.metrics.watch_engine(engine)
         self.tokenizer, self.target, self.draft, self.engine = tokenizer, target, draft, engine
         self.stop_token_ids = frozenset(engine.eos_token_ids) | end_of_turn_ids(tokenizer)
         self.state = "ready"

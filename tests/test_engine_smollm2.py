@@ -25,7 +25,7 @@ def tokenizer(smollm2_fp32):
 @pytest.fixture(scope="module")
 def engine(smollm2_fp32, smollm2_int8):
     # the int8 export of the same model is a real, imperfect draft for the fp32 target
-    return load_engine(smollm2_fp32, smollm2_int8, precision="f32", num_draft_tokens=4, max_running=2)
+    return load_engine(smollm2_fp32, smollm2_int8, precision="f32", num_draft_tokens=4, max_running=4)
 
 
 def encode(tokenizer, text):
@@ -109,3 +109,23 @@ def test_incompatible_draft_is_refused_before_compiling(smollm2_fp32, tmp_path):
     (draft_dir / "tokenizer.json").write_text(json.dumps(tokenizer_json))
     with pytest.raises(VocabMismatchError, match="token id 1000"):
         load_proposer(resolve_model(str(draft_dir)), smollm2_fp32)
+
+
+def test_four_requests_at_once_each_equal_their_output_alone(engine, tokenizer):
+    """Four prompts batched into every target and draft call, finishing at different steps."""
+    import threading
+
+    requests = [GenerationRequest(prompt_ids=encode(tokenizer, p), max_new_tokens=24 + 8 * i)
+                for i, p in enumerate(PROMPTS)]
+    alone = [engine.generate_all(r).token_ids for r in requests]
+    generations = [engine.start(r) for r in requests]
+    together: dict[int, list[int]] = {}
+
+    def drain(i):
+        together[i] = [t for group in generations[i] for t in group.token_ids]
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert [together[i] for i in range(len(requests))] == alone

@@ -122,3 +122,18 @@ def test_alpha_is_exact_when_k_varies_between_steps():
     stats.record(StepStats(num_drafted=2, num_accepted=0, num_emitted=1, draft_time_s=0, target_time_s=0))
     assert stats.reached_per_position == [2, 0]
     assert stats.alpha == 0.5
+
+
+def test_copies_are_cut_where_their_verify_rows_do_not_pay():
+    def policy_with(costs, copy_rates):
+        policy = DraftLengthPolicy(costs, probe_every=10 ** 6)
+        policy.engine_acceptance = trained([0.3], steps=1000)
+        policy.copy_acceptance = trained(copy_rates, steps=1000)
+        policy.choose([DecodingSequence(trained([0.3]), 16)], 0)  # sets the step's rate
+        return policy
+    flat = policy_with(costs_of(0.080, 0.0005), [0.5])
+    assert flat.copy_room(8, fed_tokens=1) == 8, "where a verify row costs ~nothing, a long copy is free"
+    steep = policy_with(costs_of(0.118, 0.030), [0.5])
+    assert steep.copy_room(8, fed_tokens=1) < 3, "a compute-bound verify pays only for likely copied tokens"
+    sure = policy_with(costs_of(0.118, 0.030), [0.97])
+    assert sure.copy_room(8, fed_tokens=1) > steep.copy_room(8, fed_tokens=1)

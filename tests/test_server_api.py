@@ -70,7 +70,7 @@ def ir_dirs(smollm2_fp32) -> dict[str, Path]:
 def spec(ir_dirs, tmp_path_factory):
     # the draft alone (no prompt lookup), a fixed k=5: the counters below are those of the target drafting for itself
     server = SmolServer("spec", ["--draft", str(ir_dirs["fp32"]), "--no-draft-with-lookup", "--no-adaptive", "--num-draft-tokens", "5",
-                                 "--precision", "f32", "--api-key", KEY, "--max-running", "2", "--spec-max-running", "2"],
+                                 "--precision", "f32", "--api-key", KEY, "--max-running", "4"],
                         tmp_path_factory.mktemp("spec"))
     yield server
     server.stop()
@@ -158,13 +158,40 @@ def test_speculation_off_gives_the_same_greedy_text(spec):
     assert on.choices[0].text == off.choices[0].text
 
 
-def test_seeded_sampling_is_reproducible(spec):
+def _in_threads(calls: list) -> list:
+    """Run the calls at once, one thread each; their results in order."""
+    results: list = [None] * len(calls)
+
+    def run(i):
+        results[i] = calls[i]()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results
+
+
+def test_seeded_sampling_gives_one_text_alone_and_under_load(spec):
+    """A seed decides every token: five runs alone, five while three other requests run, speculation on or off."""
     client = spec.client()
-    kwargs = dict(model=MODEL, messages=CHAT, max_completion_tokens=24, temperature=0.9, top_p=0.95, seed=1234,
-                  extra_body={"top_k": 40})
-    first = client.chat.completions.create(**kwargs).choices[0].message.content
-    second = client.chat.completions.create(**kwargs).choices[0].message.content
-    assert first == second and first
+    kwargs = dict(model=MODEL, messages=CHAT, max_completion_tokens=24, temperature=0.9, top_p=0.95, seed=123,
+                  extra_body={"top_k": 40, "speculative": {"adaptive": True}})
+
+    def seeded():
+        response = client.chat.completions.create(**kwargs)
+        return response.choices[0].message.content, response.usage.model_extra["speculative"]["drafts"]
+
+    def other(i):
+        return lambda: client.completions.create(model=MODEL, prompt=f"Story number {i}:", max_tokens=60,
+                                                 temperature=1.0, seed=i)
+    alone = [seeded() for _ in range(5)]
+    loaded = [_in_threads([seeded, other(1), other(2), other(3)])[0] for _ in range(5)]
+    texts = {text for text, _ in alone + loaded}
+    assert len(texts) == 1 and texts.pop(), (alone, loaded)
+    assert all(drafts > 0 for _, drafts in alone + loaded), "speculation was on in every run"
+    off = client.chat.completions.create(**{**kwargs, "extra_body": {"top_k": 40, "speculative": {"enabled": False}}})
+    assert off.choices[0].message.content == alone[0][0], "the seed's text is the target's own, speculation or not"
 
 
 def test_stop_strings_are_honoured(spec):
@@ -333,16 +360,19 @@ def test_auth_off(plain):
 
 # --- load, cancellation -----------------------------------------------------------------------------
 
-def test_concurrent_requests_all_complete(spec):
-    async def main() -> list:
+def test_concurrent_requests_each_equal_their_output_alone(spec):
+    async def main(prompts) -> list:
         client = openai.AsyncOpenAI(base_url=spec.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
-        prompts = [f"Write a Python function number {i} that" for i in range(6)]
-        return await asyncio.gather(*(client.completions.create(model=MODEL, prompt=p, max_tokens=12, temperature=0)
-                                      for p in prompts))
+        return await asyncio.gather(*(client.completions.create(model=MODEL, prompt=p, max_tokens=12 + 4 * i,
+                                                                temperature=0)
+                                      for i, p in enumerate(prompts)))
 
-    results = asyncio.run(main())
-    assert all(r.choices[0].finish_reason in ("stop", "length") for r in results)
-    assert all(r.usage.completion_tokens > 0 for r in results)
+    prompts = [f"Write a Python function number {i} that" for i in range(6)]
+    together = asyncio.run(main(prompts))  # six at once: four batched in each step, two queued behind them
+    alone = [spec.client().completions.create(model=MODEL, prompt=p, max_tokens=12 + 4 * i, temperature=0)
+             for i, p in enumerate(prompts)]
+    assert [r.choices[0].text for r in together] == [r.choices[0].text for r in alone]
+    assert all(r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens > 0 for r in together)
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> bool:
@@ -366,7 +396,9 @@ def test_disconnect_mid_stream_cancels_the_generation(spec):
     assert _wait_for(lambda: metric(spec.metrics(), "fastdraft:requests_total", status="499") >
                      metric(before, "fastdraft:requests_total", status="499"))
     assert _wait_for(lambda: metric(spec.metrics(), "fastdraft:num_requests_running") == 0)
-    time.sleep(0.5)
+    # the engine itself stopped: its sequence left and its KV blocks went back
+    assert _wait_for(lambda: metric(spec.metrics(), "fastdraft:engine_sequences") == 0)
+    assert _wait_for(lambda: metric(spec.metrics(), "fastdraft:kv_blocks_used") == 0)
     after = spec.metrics()
     generated = metric(after, "fastdraft:generation_tokens_total") - metric(before, "fastdraft:generation_tokens_total")
     assert generated < 200, f"the engine kept generating after the client left ({generated} tokens)"
