@@ -157,10 +157,9 @@ class Engine:
             if self.proposer is not None:
                 self.proposer.forget_cached()
 
-    def start(self, request: GenerationRequest, cancel: threading.Event | None = None,
-              timeout: float | None = None) -> "Generation":
-        """Queue a request; iterate the returned generation for its tokens. `timeout` is accepted for callers of
-        the per-session engine and ignored: a request waits in the engine's queue until it can run."""
+    def start(self, request: GenerationRequest, cancel: threading.Event | None = None) -> "Generation":
+        """Queue a request (it waits, FIFO, until the batch and the KV pool have room); iterate the returned
+        generation for its tokens. Raises at once for a request that can never run (context, KV budget, ids)."""
         prompt_tokens = len(request.prompt_ids)
         if prompt_tokens + request.max_new_tokens > self.max_context:
             raise ContextLengthError(prompt_tokens, request.max_new_tokens, self.max_context)
