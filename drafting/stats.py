@@ -1,6 +1,6 @@
 """Speculative-decoding statistics per step and per request, and the quantities derived from them.
 
-Definitions follow Leviathan et al. (arXiv 2211.17192), as in REFERENCE.md:
+Definitions follow Leviathan et al. (arXiv 2211.17192), as in docs/formulas.md:
 - accepted_per_position[i] counts drafts whose (i+1)-th token was accepted; drafting stops at the
   first rejection, so position i is only reached when positions 0..i-1 were accepted.
 - alpha (acceptance rate) is estimated per position as accepted[i] / reached[i] and averaged over

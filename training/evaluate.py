@@ -10,7 +10,7 @@ per-position acceptance counts and rates, alpha, tau(k), mean accepted length (b
 memory-bound speedup MBSU = tau / (1 + k * M_draft / M_target) with M = bytes of IR weights read per step
 (the weights minus an untied input embedding, of which a step gathers a few rows), the measured wall-clock speedup (plain time / speculative time), and whether the speculative
 output equals the plain one token for token (it must, greedy). Definitions: drafting/stats.py and
-REFERENCE.md. Writes `<out>/evaluation.json` and `<out>/evaluation.png` (acceptance per position;
+docs/formulas.md. Writes `<out>/evaluation.json` and `<out>/evaluation.png` (acceptance per position;
 predicted MBSU vs k from alpha, with the measured points).
 """
 
