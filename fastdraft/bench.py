@@ -194,6 +194,7 @@ def load_prompts(path: str, task: str | None, num_prompts: int, tokenizer, chat:
 
 def run(args: argparse.Namespace) -> int:
     from fastdraft.generate_cmd import load_from_args
+    from fastdraft.machine import describe_cpu
 
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {args.rounds}")
@@ -204,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"# {len(configs)} configurations x {len(prompts)} prompts, {args.max_tokens} new tokens, greedy; "
           f"target {target.name} ({target.weight_format}), draft {draft.name if draft else args.prompt_lookup and 'prompt-lookup'}",
           file=sys.stderr)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {describe_cpu()}", file=sys.stderr)
     for name, run_one in configs:  # warm-up: compile caches, first-inference allocations
         run_one(prompt_ids[0], 16)
     tallies = {name: Tally(name) for name, _ in configs}

@@ -218,23 +218,6 @@ def server_args(args) -> list[str]:
     return out
 
 
-def machine() -> str:
-    """The CPU's model and the vector extensions that decide whether verification is memory- or compute-bound."""
-    import platform
-
-    flags, model = set(), platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    import os
-
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
-
-
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -242,10 +225,11 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from fastdraft.bench import load_prompts
+    from fastdraft.machine import describe_cpu
     from models.resolve import resolve_model
     from server.launch import ServerProcess
 
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {machine()}", flush=True)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {describe_cpu()}", flush=True)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     levels = [int(c) for c in args.concurrency.split(",")]
     target = resolve_model(args.target, weight_format=args.target_weight_format)
@@ -300,7 +284,7 @@ def main() -> int:
               f"{row['throughput_tok_s']:>9.2f}{ratio:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p95_s']:>8.2f}"
               f"{row['ttft_p50_s']:>10.2f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"args": vars(args), "machine": machine(), "table": table,
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "machine": describe_cpu(), "table": table,
                                                    "runs": results}, indent=1) + "\n")
     return 0
 

@@ -17,8 +17,6 @@ int8 matmuls); `dq128`; `kv-u8` (KV_CACHE_PRECISION u8); `f32` (INFERENCE_PRECIS
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import sys
 import time
@@ -35,18 +33,6 @@ OPTIONS = {
 }
 
 
-def cpu() -> str:
-    flags, model = set(), "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(shown)}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="qwen2.5-coder-1.5b-instruct", help="catalog name or IR folder")
@@ -59,9 +45,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from drafting.paged_model import PagedBatch, PagedCausalLM
+    from fastdraft.machine import describe_cpu
     from models.resolve import resolve_model
 
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {cpu()}", flush=True)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {describe_cpu()}", flush=True)
     token_counts = [int(x) for x in args.tokens.split(",")]
     batches = [int(x) for x in args.batch.split(",") if x]
     blocks_per_sequence = (args.context + max(token_counts)) // 32 + 2

@@ -64,3 +64,25 @@ def smollm2_int8():
     from models.resolve import resolve_model
 
     return resolve_model("smollm2-135m-instruct", weight_format="int8")
+
+
+def run_at_once(calls: list) -> list:
+    """Run the calls at once, one thread each; their results in order."""
+    import threading
+
+    results: list = [None] * len(calls)
+
+    def run(i):
+        results[i] = calls[i]()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results
+
+
+def generate_at_once(engine, requests) -> list[list[int]]:
+    """Start every request before reading any, drain each in its own thread: they share the engine's steps."""
+    generations = [engine.start(request) for request in requests]
+    return run_at_once([lambda g=g: [t for group in g for t in group.token_ids] for g in generations])

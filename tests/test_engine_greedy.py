@@ -14,6 +14,8 @@ from drafting.proposer import DraftSlot
 from drafting.request import GenerationRequest
 from drafting.sampling import SamplingParams
 
+from conftest import generate_at_once
+
 PROMPTS = [[1, 2, 3, 4, 5], [17, 99, 3, 250, 7, 7, 8, 9, 10, 11, 300, 12], list(range(40, 80))]
 
 
@@ -187,44 +189,22 @@ def test_rollback_across_block_boundaries_keeps_output_exact(models):
 
 @pytest.mark.parametrize("draft_name", ["near", None])
 def test_batched_greedy_equals_each_request_alone(models, draft_name):
-    import threading
-
     proposer = DraftModelProposer(models[draft_name], models["target"].vocab_size) if draft_name else None
     engine = Engine(models["target"], proposer, EngineConfig(max_running=8))
     prompts = [PROMPTS[i % 3][i:] + [i + 1] for i in range(6)]
     lengths = [30 + 17 * i for i in range(6)]  # they finish at different steps: the batch changes as they run
-    outputs: dict[int, list[int]] = {}
-    generations = [engine.start(GenerationRequest(prompt_ids=p, max_new_tokens=n)) for p, n in zip(prompts, lengths)]
-
-    def drain(i):
-        outputs[i] = [t for group in generations[i] for t in group.token_ids]
-    threads = [threading.Thread(target=drain, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    outputs = generate_at_once(engine, [GenerationRequest(prompt_ids=p, max_new_tokens=n) for p, n in zip(prompts, lengths)])
     for i, (prompt, n) in enumerate(zip(prompts, lengths)):
         assert outputs[i] == plain(models, prompt, n).token_ids, i
 
 
 def test_a_preempted_sequence_resumes_with_the_same_output(tiny_models, models):
     """A pool too small for three sequences at once: the youngest gives its blocks back and recomputes."""
-    import threading
-
     small = PagedCausalLM(tiny_models["target"], num_blocks=7, precision="f32", name="small")  # 224 tokens
     engine = Engine(small, DraftModelProposer(models["near"], models["target"].vocab_size),
                     EngineConfig(num_draft_tokens=3, adaptive=False))
     prompts = [list(range(10 + i, 40 + i)) for i in range(3)]
-    outputs: dict[int, list[int]] = {}
-    generations = [engine.start(GenerationRequest(prompt_ids=p, max_new_tokens=60)) for p in prompts]
-
-    def drain(i):
-        outputs[i] = [t for group in generations[i] for t in group.token_ids]
-    threads = [threading.Thread(target=drain, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    outputs = generate_at_once(engine, [GenerationRequest(prompt_ids=p, max_new_tokens=60) for p in prompts])
     assert engine.preemptions > 0
     for i, prompt in enumerate(prompts):
         assert outputs[i] == plain(models, prompt, 60).token_ids, i

@@ -9,6 +9,8 @@ from drafting.detokenize import IncrementalDetokenizer
 from drafting.loader import load_engine, load_proposer
 from drafting.request import GenerationRequest
 
+from conftest import generate_at_once
+
 PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
     "The three most important things to know about the French Revolution are",
@@ -113,19 +115,7 @@ def test_incompatible_draft_is_refused_before_compiling(smollm2_fp32, tmp_path):
 
 def test_four_requests_at_once_each_equal_their_output_alone(engine, tokenizer):
     """Four prompts batched into every target and draft call, finishing at different steps."""
-    import threading
-
     requests = [GenerationRequest(prompt_ids=encode(tokenizer, p), max_new_tokens=24 + 8 * i)
                 for i, p in enumerate(PROMPTS)]
     alone = [engine.generate_all(r).token_ids for r in requests]
-    generations = [engine.start(r) for r in requests]
-    together: dict[int, list[int]] = {}
-
-    def drain(i):
-        together[i] = [t for group in generations[i] for t in group.token_ids]
-    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert [together[i] for i in range(len(requests))] == alone
+    assert generate_at_once(engine, requests) == alone

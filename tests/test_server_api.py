@@ -22,6 +22,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import run_at_once
 from server import launch
 
 pytestmark = pytest.mark.slow
@@ -158,20 +159,6 @@ def test_speculation_off_gives_the_same_greedy_text(spec):
     assert on.choices[0].text == off.choices[0].text
 
 
-def _in_threads(calls: list) -> list:
-    """Run the calls at once, one thread each; their results in order."""
-    results: list = [None] * len(calls)
-
-    def run(i):
-        results[i] = calls[i]()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    return results
-
-
 def test_seeded_sampling_gives_one_text_alone_and_under_load(spec):
     """A seed decides every token: five runs alone, five while three other requests run, speculation on or off."""
     client = spec.client()
@@ -186,7 +173,7 @@ def test_seeded_sampling_gives_one_text_alone_and_under_load(spec):
         return lambda: client.completions.create(model=MODEL, prompt=f"Story number {i}:", max_tokens=60,
                                                  temperature=1.0, seed=i)
     alone = [seeded() for _ in range(5)]
-    loaded = [_in_threads([seeded, other(1), other(2), other(3)])[0] for _ in range(5)]
+    loaded = [run_at_once([seeded, other(1), other(2), other(3)])[0] for _ in range(5)]
     texts = {text for text, _ in alone + loaded}
     assert len(texts) == 1 and texts.pop(), (alone, loaded)
     assert all(drafts > 0 for _, drafts in alone + loaded), "speculation was on in every run"
