@@ -50,6 +50,12 @@ class DraftModelProposer:
         if self.unknown_row is not None:
             self.target_to_draft = np.full(target_vocab_size, self.unknown_row, dtype=np.int64)
             self.target_to_draft[self.draft_to_target] = np.arange(self.draft_to_target.size)
+        # target id of each draft output row, to read a seeded request's noise (an input-reduced draft's
+        # unknown row maps to 0: its q is 0 there)
+        self._row_targets: np.ndarray | None = None
+        if self.draft_to_target is not None:
+            self._row_targets = np.zeros(model.vocab_size, dtype=np.int64)
+            self._row_targets[:self.draft_to_target.size] = self.draft_to_target
         self._sequences: dict[int, _DraftSequence] = {}
         self.calls = 0  # draft model calls made (tests: a proposer at k = 0 must not run the model)
         # the last propose()'s calls: seconds each and sequences in each (the engine's cost model reads them)
@@ -67,6 +73,7 @@ class DraftModelProposer:
 
     def propose(self, slots: list[DraftSlot]) -> list[Draft]:
         drafts = [Draft() for _ in slots]
+        q_rows: list[list[np.ndarray]] = [[] for _ in slots]  # stacked once drafting ends
         active: list[int] = []  # indices into slots still drafting
         batch = PagedBatch([], [], [], [])
         for index, slot in enumerate(slots):
@@ -105,9 +112,8 @@ class DraftModelProposer:
                 slot, draft = slots[index], drafts[index]
                 token, draft_row, probability, q = self._pick(row, slot, len(slot.context) + position)
                 draft.ids.append(token)
-                draft.probabilities.append(probability)
                 if q is not None:
-                    draft.q = q[None, :] if draft.q is None else np.vstack([draft.q, q[None, :]])
+                    q_rows[index].append(q)
                 if position + 1 >= slot.k or (slot.keep_drafting is not None
                                               and not slot.keep_drafting(position, probability)):
                     continue  # this token is still offered (its cost is paid); the next draft call is saved
@@ -118,42 +124,39 @@ class DraftModelProposer:
                 batch.block_tables.append(sequence.table.blocks)
                 batch.logit_rows.append(1)
                 sequence.fed.append(fed)
-                sequence.table.length = len(sequence.fed)
                 still.append(index)
             active = still
             position += 1
-        for slot in slots:  # the table's length follows what was fed
+        for slot, draft, rows in zip(slots, drafts, q_rows):
             sequence = self._sequences.get(slot.seq_id)
             if sequence is not None:
-                sequence.table.length = len(sequence.fed)
+                sequence.table.length = len(sequence.fed)  # the table's length follows what was fed
+            if rows:
+                draft.q = np.stack(rows)
         return drafts
 
     def _pick(self, logits: np.ndarray, slot: DraftSlot, position: int
               ) -> tuple[int, int, float, np.ndarray | None]:
-        """(target id, draft row, the draft's probability of it, q over the target vocabulary or None)."""
+        """(target id, draft row, the draft's probability of it, q over the target vocabulary or None).
+
+        Greedy drafts compute the probability only for a slot that asks keep_drafting (its one reader)."""
         if self.unknown_row is not None:
             logits[self.unknown_row] = -np.inf  # "some rare token" names nothing the target can verify
         params, q_full = slot.params, None
         if params.greedy:
             row = int(logits.argmax())
-            probability = top_probability(logits, row)
+            probability = top_probability(logits, row) if slot.keep_drafting is not None else 1.0
         else:
             q = probabilities(logits, params)
             if slot.noise is not None:  # seeded: pick with the target's noise at this position (coupled)
                 noise = slot.noise(position)
-                row = gumbel_pick(q, noise if self.draft_to_target is None else noise[self.draft_to_target_rows(q)])
+                row = gumbel_pick(q, noise if self._row_targets is None else noise[self._row_targets])
             else:
                 row = sample(q, slot.rng)
                 q_full = self._to_target_vocab(q)
             probability = float(q[row])
         token = row if self.draft_to_target is None else int(self.draft_to_target[row])
         return token, row, probability, q_full
-
-    def draft_to_target_rows(self, q: np.ndarray) -> np.ndarray:
-        """Target id of each of the draft's output rows (an input-reduced draft's unknown row maps to 0: q = 0 there)."""
-        rows = np.zeros(q.shape[0], dtype=np.int64)
-        rows[:self.draft_to_target.size] = self.draft_to_target
-        return rows
 
     def _to_target_vocab(self, q: np.ndarray) -> np.ndarray:
         mapping = self.draft_to_target

@@ -39,7 +39,6 @@ class DraftSlot:
 class Draft:
     ids: list[int] = field(default_factory=list)
     q: np.ndarray | None = None  # [len(ids), target vocab] draft distributions for rejection sampling; None: point masses
-    probabilities: list[float] = field(default_factory=list)  # the draft's probability of each id (model drafts only)
     copied: bool = False  # a copy from the context (prompt lookup): free to make, ignores k
 
 
