@@ -99,6 +99,11 @@ class Sequence:
     def decoding(self) -> bool:
         return self.computed == len(self.context) - 1
 
+    @property
+    def draft_room(self) -> int:
+        """Tokens it may still draft in one step: what is left of max_new_tokens beyond the target's own token."""
+        return self.request.max_new_tokens - len(self.emitted) - 1
+
 
 class Engine:
     def __init__(self, target: PagedCausalLM, proposer: Proposer | None = None, config: EngineConfig | None = None,
@@ -237,8 +242,9 @@ class Engine:
             return
         self.steps += 1
         decoding = [s for s in running if s.decoding]
-        ks = self._draft_lengths(decoding, self.scheduler.prefill_tokens_wanted(decoding))
-        fed = self.scheduler.prefill_tokens_wanted(decoding) + len(decoding) + sum(ks)
+        prompt_tokens = self.scheduler.prefill_tokens_wanted(decoding)
+        ks = self._draft_lengths(decoding, prompt_tokens)
+        fed = prompt_tokens + len(decoding) + sum(ks)
         rooms = {s.id: max(k, self._copy_room(s, fed)) for s, k in zip(decoding, ks)}
         plan = self.scheduler.plan(decoding, dict(zip((s.id for s in decoding), ks)), rooms, self._preempt)
         decoding = plan.decoding
@@ -287,18 +293,16 @@ class Engine:
         adaptive: list[int] = []
         for i, sequence in enumerate(decoding):
             request = sequence.request
-            room = request.max_new_tokens - len(sequence.emitted) - 1
-            if sequence.proposer is None or not allowed or room <= 0:
+            if sequence.proposer is None or not allowed or sequence.draft_room <= 0:
                 continue
             if self._is_adaptive(request):
                 adaptive.append(i)
             else:
-                ks[i] = min(request.num_draft_tokens or self.config.num_draft_tokens, room)
+                ks[i] = min(request.num_draft_tokens or self.config.num_draft_tokens, sequence.draft_room)
         if adaptive:
             chosen = self.policy.choose(
                 [DecodingSequence(decoding[i].acceptance,
-                                  min(decoding[i].request.max_new_tokens - len(decoding[i].emitted) - 1,
-                                      decoding[i].request.num_draft_tokens or self.policy.max_k))
+                                  min(decoding[i].draft_room, decoding[i].request.num_draft_tokens or self.policy.max_k))
                  for i in adaptive], other_tokens + sum(ks))
             for i, k in zip(adaptive, chosen):
                 ks[i] = k
@@ -335,7 +339,7 @@ class Engine:
         """The longest copy a draft + lookup proposer may offer this sequence (even when the model does not draft):
         all of --copy-tokens at a fixed k, what pays for its verify rows under the cost-driven policy."""
         copy_tokens = getattr(sequence.proposer, "copy_tokens", 0)
-        limit = max(0, min(copy_tokens, sequence.request.max_new_tokens - len(sequence.emitted) - 1))
+        limit = max(0, min(copy_tokens, sequence.draft_room))
         if limit and self._is_adaptive(sequence.request):
             return self.policy.copy_room(limit, fed_tokens)
         return limit
