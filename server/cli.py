@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         env = f"FASTDRAFT_{name.upper()}"
         default = "none" if field.default is None else field.default
-        help_text = f"{field.description} [env {env}; default {default}]"
+        # argparse %-formats help strings: a literal "%" in a description ("+1% code") must be doubled
+        help_text = f"{field.description} [env {env}; default {default}]".replace("%", "%%")
         kind = _base_type(field.annotation)
         if kind is bool and name.startswith("no_"):
             parser.add_argument(flag, dest=name, action="store_const", const=True, default=argparse.SUPPRESS, help=help_text)

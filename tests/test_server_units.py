@@ -252,6 +252,13 @@ def test_every_setting_is_a_flag_and_an_env_var(monkeypatch):
         Settings(prompt_lookup=True, no_draft=True)
 
 
+def test_serve_help_renders():
+    # argparse %-formats every help string, so a description with a literal "%" broke `fastdraft serve --help`
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert "FASTDRAFT_DRAFT_WITH_LOOKUP" in parser.format_help()
+
+
 def test_dashboard_queries_use_metrics_the_server_exports():
     import json
     import re
