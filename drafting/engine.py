@@ -368,18 +368,31 @@ class Engine:
         else:
             accepted, next_token = verify(draft.ids, draft.q, logits, params, sequence.rng)
         new_tokens = draft.ids[:accepted] + [next_token]
-        logprobs = token_logprobs(logits, new_tokens, sequence.request.logprobs) \
-            if sequence.request.logprobs is not None else None
+        logprobs, target_top = self._score_emitted(sequence.request, logits, new_tokens)
         if draft.ids and not draft.copied:
             self.policy.observe(sequence.acceptance, len(draft.ids), accepted)
         elif draft.copied:
             self.policy.observe_copy(len(draft.ids), accepted)
         step = StepStats(len(draft.ids), accepted, len(new_tokens), draft_seconds if draft.ids else 0.0, target_seconds)
         sequence.table.length = sequence.computed + len(draft.ids) + 1  # what the call wrote
-        self._emit(sequence, new_tokens, step, len(draft.ids), logprobs)
+        self._emit(sequence, new_tokens, step, len(draft.ids), logprobs, target_top)
+
+    @staticmethod
+    def _score_emitted(request: GenerationRequest, logits: np.ndarray, tokens: list[int]
+                       ) -> tuple[list[TokenLogprob] | None, list[TokenLogprob] | None]:
+        """(logprobs with the request's alternatives, the captured top alternatives): one pass for both."""
+        if request.logprobs is None and not request.capture_top_logprobs:
+            return None, None
+        scored = token_logprobs(logits, tokens, max(request.logprobs or 0, request.capture_top_logprobs))
+        captured = scored if request.capture_top_logprobs else None
+        if request.logprobs is None:
+            return None, captured
+        if request.logprobs >= request.capture_top_logprobs:
+            return scored, captured
+        return [TokenLogprob(lp.token_id, lp.logprob, lp.top[:request.logprobs]) for lp in scored], captured
 
     def _emit(self, sequence: Sequence, new_tokens: list[int], step: StepStats | None, k: int,
-              logprobs: list[TokenLogprob] | None) -> None:
+              logprobs: list[TokenLogprob] | None, target_top: list[TokenLogprob] | None = None) -> None:
         """Apply EOS and length limits to a verified group, record it, send it, roll the cache back to it."""
         request = sequence.request
         finish = None
@@ -402,7 +415,7 @@ class Engine:
         stats.total_time_s = time.perf_counter() - sequence.started
         prompt_logprobs, sequence.scored = sequence.scored, None
         group = TokenGroup(new_tokens, finish, step, k, logprobs[:len(new_tokens)] if logprobs is not None else None,
-                           prompt_logprobs)
+                           prompt_logprobs, target_top[:len(new_tokens)] if target_top is not None else None)
         if finish is not None:
             self._finish(sequence, finish, last=group)
             return

@@ -22,17 +22,26 @@ class TokenLogprob:
 
 
 def token_logprobs(logits: np.ndarray, token_ids: list[int], num_top: int) -> list[TokenLogprob]:
-    """logits: [len(token_ids), vocab], row i scoring token_ids[i]."""
-    assert logits.shape[0] >= len(token_ids), (logits.shape, len(token_ids))
-    result = []
-    for row, token in zip(logits, token_ids):
-        row = row.astype(np.float64)
-        shifted = row - row.max()
-        log_probs = shifted - np.log(np.exp(shifted).sum())
-        top: list[tuple[int, float]] = []
-        if num_top > 0:
-            best = np.argpartition(-log_probs, num_top - 1)[:num_top]
-            best = best[np.argsort(-log_probs[best], kind="stable")]
-            top = [(int(i), float(log_probs[i])) for i in best]
-        result.append(TokenLogprob(int(token), float(log_probs[token]), top))
-    return result
+    """logits: [len(token_ids), vocab] (or more rows), row i scoring token_ids[i].
+
+    Vectorised over the rows in float32 (as vLLM computes them): this runs on the engine thread for every
+    emitted token of a request that asks for logprobs or is captured, so it must stay well under a step.
+    """
+    count = len(token_ids)
+    assert logits.shape[0] >= count, (logits.shape, count)
+    if count == 0:
+        return []
+    rows = np.asarray(logits[:count], dtype=np.float32)
+    peak = rows.max(axis=1, keepdims=True)
+    log_norm = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1))  # log-sum-exp per row
+    ids = np.asarray(token_ids, dtype=np.int64)
+    chosen = rows[np.arange(count), ids] - log_norm
+    if num_top > 0:
+        best = np.argpartition(rows, -num_top, axis=1)[:, -num_top:]
+        values = np.take_along_axis(rows, best, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        best, values = np.take_along_axis(best, order, axis=1), np.take_along_axis(values, order, axis=1) - log_norm[:, None]
+        tops = [list(zip(b.tolist(), v.tolist())) for b, v in zip(best, values)]
+    else:
+        tops = [[] for _ in range(count)]
+    return [TokenLogprob(int(token), float(value), top) for token, value, top in zip(ids.tolist(), chosen.tolist(), tops)]

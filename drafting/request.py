@@ -25,6 +25,9 @@ class GenerationRequest:
     # `logprobs` alternatives; None for the first token, which nothing predicts). The prompt is then
     # computed in full (no cached prefix). With max_new_tokens=0 the request only scores its prompt.
     prompt_logprobs: bool = False
+    # traffic capture: each emitted token's n most likely alternatives under the target (raw logits), in
+    # TokenGroup.target_top; computed with `logprobs` in one pass, so capture costs no extra model call
+    capture_top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -37,6 +40,8 @@ class GenerationRequest:
             raise ValueError(f"num_draft_tokens must be between 1 and {MAX_DRAFT_TOKENS}, got {self.num_draft_tokens}")
         if self.logprobs is not None and not (0 <= self.logprobs <= MAX_TOP_LOGPROBS):
             raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
+        if not 0 <= self.capture_top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"capture_top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.capture_top_logprobs}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class TokenGroup:
     num_draft_tokens: int  # k in force for this step (0 for plain decoding)
     logprobs: list[TokenLogprob] | None = None  # one per token in token_ids, when the request asked
     prompt_logprobs: list[TokenLogprob | None] | None = None  # first group only, when the request asked
+    target_top: list[TokenLogprob] | None = None  # one per token, when the request sets capture_top_logprobs
 
 
 @dataclass

@@ -62,6 +62,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         finally:
             if loading is not None and not loading.done():
                 loading.cancel()
+            await asyncio.to_thread(runtime.close)
             try:
                 loop.remove_signal_handler(signal.SIGHUP)
             except (NotImplementedError, RuntimeError, ValueError):
