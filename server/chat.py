@@ -23,7 +23,7 @@ async def create_chat_completion(runtime: Runtime, request: Request, body: Any) 
     max_tokens = check_context(runtime, [prompt], limit, param, None)
     job = Job("chat", [prompt], params.n, max_tokens,
               sampling_params(params.temperature, params.top_p, params.top_k, params.seed),
-              params.stop or [], params.speculative, params.engine_logprobs)
+              params.stop or [], params.speculative, params.engine_logprobs, store=params.store, metadata=params.metadata)
     return await respond(runtime, request, job, ChatFormatter(runtime, params), params.stream, params.include_usage)
 
 
@@ -70,7 +70,7 @@ class ChatFormatter:
 
     def _usage(self, outcome: JobOutcome) -> dict:
         return protocol.usage(outcome.prompt_tokens, outcome.completion_tokens,
-                              outcome.usage_speculative(self.runtime.engine.proposer_name))
+                              outcome.usage_speculative())
 
     def usage_chunk(self, outcome: JobOutcome) -> dict:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,

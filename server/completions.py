@@ -22,7 +22,7 @@ async def create_completion(runtime: Runtime, request: Request, body: Any) -> Re
     job = Job("completions", prompts, params.n, max_tokens,
               sampling_params(params.temperature, params.top_p, params.top_k, params.seed),
               params.stop or [], params.speculative, params.logprobs,
-              prompt_logprobs=params.echo and params.logprobs is not None)
+              prompt_logprobs=params.echo and params.logprobs is not None, store=params.store, metadata=params.metadata)
     formatter = CompletionFormatter(runtime, params, texts if params.echo else None)
     return await respond(runtime, request, job, formatter, params.stream, params.include_usage)
 
@@ -105,7 +105,7 @@ class CompletionFormatter:
 
     def _usage(self, outcome: JobOutcome) -> dict:
         return protocol.usage(outcome.prompt_tokens, outcome.completion_tokens,
-                              outcome.usage_speculative(self.runtime.engine.proposer_name))
+                              outcome.usage_speculative())
 
     def response(self, texts: dict[int, str], tokens: dict[int, list[EmittedToken]], outcome: JobOutcome) -> dict:
         choices = [{"index": i, "text": self._echo(i) + texts.get(i, ""),

@@ -92,6 +92,17 @@ class Metrics:
         self.kv_blocks_used = Gauge(P + "kv_blocks_used", "Target KV blocks held by running sequences", registry=r)
         self.kv_blocks_free = Gauge(P + "kv_blocks_free", "Target KV blocks free or holding a cached prefix no one uses", registry=r)
         self.engine_sequences = Gauge(P + "engine_sequences", "Sequences in the engine (running or waiting for blocks)", registry=r)
+        # --- traffic capture (--capture-dir; server/capture.py)
+        self.capture_records = Counter(P + "capture_records", "Finished choices written to the traffic capture", registry=r)
+        self.capture_tokens = Counter(P + "capture_tokens", "Output tokens written to the traffic capture", registry=r)
+        self.capture_dropped = Counter(P + "capture_dropped", "Choices chosen for capture but not written, by reason "
+                                       "(queue_full: the writer fell behind; write_error: the disk refused)",
+                                       ["reason"], registry=r)
+        self.capture_shards_deleted = Counter(P + "capture_shards_deleted", "Oldest capture shards deleted to stay "
+                                              "under --capture-max-bytes", registry=r)
+        self.capture_bytes = Gauge(P + "capture_bytes", "Bytes of traffic capture on disk", registry=r)
+        for reason in ("queue_full", "write_error"):
+            self.capture_dropped.labels(reason)
         # --- state
         self.running = Gauge(P + "num_requests_running", "Requests generating now", registry=r)
         self.waiting = Gauge(P + "num_requests_waiting", "Requests queued for a running slot", registry=r)

@@ -21,6 +21,8 @@ from drafting.logprobs import MAX_TOP_LOGPROBS
 from drafting.request import MAX_DRAFT_TOKENS
 from server import errors
 
+MAX_METADATA = 16  # OpenAI's limits on `metadata`: 16 pairs, keys up to 64 characters, values up to 512
+MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
 MAX_N = 8  # choices per request; each runs in the request's one engine session, one after the other
 MAX_STOP = 4  # OpenAI's limit on stop sequences
 
@@ -36,8 +38,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "function_call": (None, "none", "auto"),
     "parallel_tool_calls": (None, True, False),
     "response_format": (None, {"type": "text"}),
-    "store": (None, False),
-    "metadata": (None, {}),
     "service_tier": (None, "auto", "default"),
     "reasoning_effort": (None,),
     "modalities": (None, ["text"]),
@@ -109,6 +109,13 @@ class _GenerationParams(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N, description="choices per prompt")
     user: str | None = None
     speculative: SpeculativeOptions | None = Field(None, description="extension: per-request speculation")
+    store: bool | None = Field(None, description="false keeps this request out of the server's traffic capture "
+                                                 "(--capture-dir); true or null: captured when the server captures")
+    metadata: dict[Annotated[str, Field(min_length=1, max_length=MAX_METADATA_KEY)],
+                   Annotated[str, Field(max_length=MAX_METADATA_VALUE)]] | None = Field(
+        None, max_length=MAX_METADATA, description=f"up to {MAX_METADATA} string pairs (keys up to {MAX_METADATA_KEY} "
+        f"characters, values up to {MAX_METADATA_VALUE}), stored with captured traffic; `task` names the task "
+        "that training.align --from-traffic reports acceptance for")
 
     @field_validator("stop")
     @classmethod

@@ -29,11 +29,18 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class ModelIdentity(BaseModel):
+    name: str
+    revision: str
+
+
 class SpeculativeUsage(BaseModel):
     """Extension: what speculation did for this request (all choices together)."""
 
     enabled: bool = Field(description="whether this request could speculate")
     proposer: str | None = Field(description="draft, prompt-lookup or draft+lookup; null when not enabled")
+    draft: ModelIdentity | None = Field(None, description="the draft model when the request started (a reload "
+                                                          "during it applies from the next request); null without one")
     drafts: int = Field(description="draft-and-verify steps")
     draft_tokens: int = Field(description="tokens proposed")
     accepted_tokens: int = Field(description="proposed tokens the target accepted")
@@ -163,11 +170,6 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"]
     data: list[ModelCard]
-
-
-class ModelIdentity(BaseModel):
-    name: str
-    revision: str
 
 
 class Health(BaseModel):

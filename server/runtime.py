@@ -36,6 +36,7 @@ class Runtime:
     stop_token_ids: frozenset[int] = frozenset()
     created: int = field(default_factory=lambda: int(time.time()))
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    capture: Any = None  # server.capture.TrafficCapture when --capture-dir is set
 
     @property
     def ready(self) -> bool:
@@ -78,10 +79,22 @@ class Runtime:
         self.metrics.watch_engine(engine)
         self.tokenizer, self.target, self.draft, self.engine = tokenizer, target, draft, engine
         self.stop_token_ids = frozenset(engine.eos_token_ids) | end_of_turn_ids(tokenizer)
+        if s.capture_dir:
+            from server.capture import TrafficCapture
+
+            self.capture = TrafficCapture(s.capture_dir, self.metrics, s.capture_max_bytes, s.capture_sample,
+                                          s.capture_top_logprobs)
+            log.info("capturing %.0f%% of choices to %s (at most %d bytes)", 100 * s.capture_sample, s.capture_dir,
+                     s.capture_max_bytes)
         self.state = "ready"
         self.publish_models()
         log.info("ready in %.1fs: target %s (rev %s), proposer %s, max context %d", time.perf_counter() - started,
                  target.name, target.revision, engine.proposer_name, engine.max_context)
+
+    def close(self) -> None:
+        """At shutdown: write what the capture still holds."""
+        if self.capture is not None:
+            self.capture.close()
 
     def publish_models(self) -> None:
         draft_name = self.draft.name if self.draft is not None else ""

@@ -46,6 +46,8 @@ class Job:
     speculative: SpeculativeOptions | None
     logprobs: int | None = None  # None: none; n: each token's logprob and its n top alternatives
     prompt_logprobs: bool = False  # also score the prompt's tokens (completions with echo + logprobs)
+    store: bool | None = None  # false: never captured (server/capture.py)
+    metadata: dict[str, str] | None = None  # stored with a captured choice
     arrival: float = field(default_factory=time.perf_counter)
 
 
@@ -68,11 +70,13 @@ class JobOutcome:
     speculative: bool = False
     finish_reasons: list[str] = field(default_factory=list)
     scored_prompts: dict[int, list[EmittedToken]] = field(default_factory=dict)  # choice index -> its scored prompt
+    models: dict = field(default_factory=dict)  # Runtime.describe() when the request was admitted
 
-    def usage_speculative(self, proposer: str | None) -> dict:
+    def usage_speculative(self) -> dict:
         s = self.stats
         return {
-            "enabled": self.speculative, "proposer": proposer if self.speculative else None,
+            "enabled": self.speculative, "proposer": self.models.get("proposer") if self.speculative else None,
+            "draft": self.models.get("draft") if self.speculative else None,
             "drafts": s.drafts, "draft_tokens": s.draft_tokens, "accepted_tokens": s.accepted_tokens,
             "accepted_per_position": list(s.accepted_per_position),
             "reached_per_position": list(s.reached_per_position),
@@ -182,6 +186,7 @@ async def respond(runtime: Runtime, request: Request, job: Job, formatter: Forma
     except ClientGone:
         record_request(runtime, job, 499, "cancelled")
         return Response(status_code=499)
+    outcome.models = runtime.describe()
     if not stream:
         tokens: dict[int, list[EmittedToken]] = collections.defaultdict(list)
 
@@ -276,11 +281,16 @@ class TextGeneration:
         options = job.speculative
         self.runtime = runtime
         self.job = job
+        capture = runtime.capture
+        self.captured: tuple[list[int], list] | None = None  # (output ids, target top) when this choice is captured
+        if capture is not None and capture.wants(job.store):
+            self.captured, self._models = ([], []), runtime.describe()  # the models at the start of the choice
         self.request = GenerationRequest(
             prompt_ids=list(prompt_ids), max_new_tokens=job.max_tokens, sampling=sampling,
             stop_token_ids=runtime.stop_token_ids, speculative=speculative,
             num_draft_tokens=options.num_draft_tokens if options else None,
-            adaptive=options.adaptive if options else None, logprobs=job.logprobs, prompt_logprobs=score_prompt)
+            adaptive=options.adaptive if options else None, logprobs=job.logprobs, prompt_logprobs=score_prompt,
+            capture_top_logprobs=capture.top_logprobs if self.captured is not None else 0)
         self.scored_prompt: list[EmittedToken] | None = None  # set from the first group when score_prompt
         self.cancel = threading.Event()
         self.finish_reason: str | None = None
@@ -309,6 +319,9 @@ class TextGeneration:
                 group = item
                 if group.step is not None:
                     metrics.record_step(group.step)
+                if self.captured is not None and group.target_top is not None:
+                    self.captured[0].extend(group.token_ids)  # every token the target emitted, past a stop string too
+                    self.captured[1].extend(group.target_top)
                 if group.prompt_logprobs is not None:
                     self.scored_prompt = prompt_token_logprobs(runtime.tokenizer, self.request.prompt_ids, group.prompt_logprobs)
                     yield "", []
@@ -336,11 +349,23 @@ class TextGeneration:
                     yield text, tokens
             if self.finish_reason is None:  # the engine ended without a reason we know: report what it was
                 raise errors.internal("generation ended without a finish reason")
+            if self.captured is not None and self.captured[0]:
+                self._offer_capture()
             if first_token_at is not None and self.completion_tokens > 1:
                 mode = "speculative" if self.stats is not None and self.stats.drafts else "plain"
                 metrics.tpot.labels(mode).observe((time.perf_counter() - first_token_at) / (self.completion_tokens - 1))
         finally:
             self.cancel.set()  # no-op after a normal end; stops the engine when the consumer went away
+
+    def _offer_capture(self) -> None:
+        from server.capture import capture_record
+
+        runtime, (output_ids, target_top) = self.runtime, self.captured
+        runtime.capture.offer(capture_record(
+            endpoint=self.job.endpoint, metadata=self.job.metadata, models=self._models,
+            vocab_size=runtime.engine.target.vocab_size, finish_reason=self.finish_reason,
+            sampling=self.request.sampling, prompt_ids=self.request.prompt_ids, output_ids=output_ids,
+            target_top=target_top, top_logprobs=self.request.capture_top_logprobs))
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
         engine, request, cancel = self.runtime.engine, self.request, self.cancel

@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     kv_cache_gb: float | None = Field(None, gt=0, description="memory for the target's KV blocks (the draft gets as many "
                                                              "blocks); default: a tenth of RAM, at most 2 GiB")
 
+    # --- traffic capture (server/capture.py; what is stored: fastdraft/traffic.py)
+    capture_dir: str | None = Field(None, description="append every finished choice's token ids and the target's top "
+                                                       "log-probabilities here, for python -m training.align "
+                                                       "--from-traffic (default: off; no text is stored)")
+    capture_sample: float = Field(1.0, ge=0.0, le=1.0, description="fraction of choices captured")
+    capture_max_bytes: int = Field(1 << 30, ge=1 << 20, description="disk the capture may use; the oldest shards "
+                                                                    "are deleted first")
+    capture_top_logprobs: int = Field(8, ge=1, le=20, description="the target's most likely alternatives stored per "
+                                                                  "output token")
+
     # --- HTTP
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind")

@@ -1,7 +1,9 @@
 """The training loop shared by pretrain and align: schedule, DDP, bf16 autocast, checkpoints, exact resume.
 
 Boundary: takes a model and a `make_batch(step) -> (inputs, labels)` function that returns the WHOLE
-global batch as int64 arrays [batch, seq_len] (labels -100 where no loss is taken); knows nothing about
+global batch as int64 arrays [batch, seq_len] (labels -100 where no loss is taken), optionally followed by the
+target's captured top-K ids and log-probabilities [batch, seq_len, K] for the logit-level loss
+(training/distill.py, weighted by `args.kd_weight` against cross-entropy); knows nothing about
 corpora, prompts or export. Every rank builds the same global batch and keeps its rows, so a run on N
 ranks sees exactly the rows a single process would, and the loss is normalized by the global count of
 label tokens: one step under `torchrun --nproc-per-node N` equals one single-process step. Runs on CPU
@@ -32,6 +34,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from training.distill import topk_kl_sum
 
 log = logging.getLogger("training.trainer")
 
@@ -244,8 +248,9 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
         for group in optimizer.param_groups:
             group["lr"] = lr
         # data: the whole global batch, then this rank's rows of each micro-batch
-        inputs, labels = make_batch(step)
+        inputs, labels, *captured = make_batch(step)
         assert inputs.shape == labels.shape and inputs.shape[0] == args.batch_size, inputs.shape
+        kd_weight = getattr(args, "kd_weight", 0.0) if captured else 0.0
         label_tokens = int((labels != -100).sum())
         # forward/backward: loss summed over tokens / global token count (x world: DDP averages grads)
         optimizer.zero_grad(set_to_none=True)
@@ -259,6 +264,9 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
                 with autocast():
                     logits = ddp_model(input_ids=x).logits
                 loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum")
+                if kd_weight:
+                    top_ids, top_logprobs = (torch.from_numpy(a[lo:lo + rank_rows]).to(device) for a in captured)
+                    loss_sum = (1 - kd_weight) * loss_sum + kd_weight * topk_kl_sum(logits, top_ids, top_logprobs)
                 (loss_sum * world / max(1, label_tokens)).backward()
             local_loss += loss_sum.detach()
         if args.grad_clip:
