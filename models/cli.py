@@ -1,4 +1,4 @@
-"""`fastdraft models ...`: list the catalog and what is prepared, pull (fetch + convert + export) a model.
+"""`fastdraft models ...`: list the catalog and the drafts built here, pull (fetch + convert + export) a model.
 
 Boundary: argparse and printing only; all work is done by `resolve` and `catalog`.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from models.catalog import CATALOG
+from models.catalog import CATALOG, local_drafts
 from models.export import WEIGHT_FORMATS
 from models.home import models_home
 from models.resolve import hf_dir_for, ir_dir_for, is_ir_dir, resolve_model
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("models", help="list and pull models (catalog, cache under $FASTDRAFT_HOME)")
     actions = parser.add_subparsers(dest="models_command", required=True)
 
-    list_parser = actions.add_parser("list", help="catalog names and which weight formats are prepared")
+    list_parser = actions.add_parser("list", help="catalog names, drafts built here, and which weight formats are prepared")
     list_parser.set_defaults(func=cmd_list)
 
     pull = actions.add_parser("pull", help="fetch, convert and export a model (a catalog name, HF folder or .gguf)")
@@ -37,10 +37,13 @@ def _status(name: str) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     print(f"models home: {models_home()}")
-    width = max(len(name) for name in CATALOG)
+    drafts = local_drafts()
+    width = max(len(name) for name in [*CATALOG, *drafts])
     for name, entry in sorted(CATALOG.items()):
         status = "shipped" if entry.kind == "local_ir" else _status(name)
         print(f"{name:<{width}}  {status:<24}  {entry.description}")
+    for name, entry in drafts.items():
+        print(f"{name:<{width}}  {'draft, built here':<24}  {entry.description} ({entry.local_ir_dir})")
     others = sorted(p.name for p in models_home().glob("*") if p.is_dir() and p.name not in CATALOG) if models_home().is_dir() else []
     for name in others:
         print(f"{name:<{width}}  {_status(name):<24}  (prepared from a local folder or GGUF)")

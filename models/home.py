@@ -1,4 +1,4 @@
-"""Where fastdraft keeps pulled and converted models: `$FASTDRAFT_HOME`, default `~/.cache/fastdraft`.
+"""Where fastdraft keeps pulled and converted models and the drafts built here: `$FASTDRAFT_HOME`, default `~/.cache/fastdraft`.
 
 Boundary: computes paths only; creates nothing.
 """
@@ -26,3 +26,13 @@ def models_home() -> Path:
 def model_dir(name: str) -> Path:
     """The cache folder of one model (catalog name, or a derived name for specs outside the catalog)."""
     return models_home() / name
+
+
+def drafts_home() -> Path:
+    """`<home>/drafts`: one IR folder per draft built on this machine (python -m training.build publishes there)."""
+    return fastdraft_home() / "drafts"
+
+
+def draft_dir(name: str) -> Path:
+    """The folder of the locally built draft `name` (whether or not it exists yet)."""
+    return drafts_home() / name

@@ -11,7 +11,8 @@ Spec forms, tried in this order:
   $FASTDRAFT_HOME/models/hf-<folder name>-<hash of path + newest mtime>/ir-<format>;
 - an existing `.gguf` file: converted and exported under gguf-<stem>-<sha256[:12]>/ (or under the
   catalog name when its sha256 is a catalog entry's);
-- a catalog name: $FASTDRAFT_HOME/models/<name>/{gguf,hf,ir-int8,ir-int4,ir-fp16,ir-fp32}.
+- a catalog name: $FASTDRAFT_HOME/models/<name>/{gguf,hf,ir-int8,ir-int4,ir-fp16,ir-fp32};
+- the name of a draft built here (python -m training.build): its IR folder $FASTDRAFT_HOME/drafts/<name>.
 """
 
 from __future__ import annotations
