@@ -14,8 +14,8 @@ Output: `<out>/generations.jsonl`, one line per train prompt: {"id", "task", "pr
 to the target), "output", "sampling", "target", "target_revision", "backend"}. Resumable: prompts whose
 id is already in the file are skipped; a torn last line (an interrupted write) is dropped with a
 warning, any other unreadable line stops the run naming file and line. Backends: openvino-genai's
-LLMPipeline, batched (`generate(list_of_prompts, config)`), or our speculative engine (`--backend engine`
-with `--draft`), which gets more tokens per CPU-hour at batch 1.
+LLMPipeline, batched (`generate(list_of_prompts, config)`), or our engine (`--backend engine`, the batch
+started at once; with `--draft` it drafts, which gets more tokens per CPU-hour at small batches).
 """
 
 from __future__ import annotations
@@ -165,13 +165,17 @@ class EngineBackend:
             temperature=args.temperature, top_p=args.top_p, seed=args.seed if args.temperature > 0 else None)
 
     def generate(self, texts: list[str]) -> list[str]:
+        # all started before any is read: the engine batches them in its steps
+        generations = [self.engine.start(self.request(
+            prompt_ids=self.tokenizer(text, add_special_tokens=False)["input_ids"],
+            max_new_tokens=self.args.max_new_tokens, sampling=self.params, stop_token_ids=self.engine.eos_token_ids))
+            for text in texts]
         outputs = []
-        for text in texts:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            result = self.engine.generate_all(self.request(prompt_ids=ids, max_new_tokens=self.args.max_new_tokens,
-                                                           sampling=self.params,
-                                                           stop_token_ids=self.engine.eos_token_ids))
-            outputs.append(self.tokenizer.decode(result.token_ids, skip_special_tokens=True))
+        for generation in generations:
+            with generation:
+                for _ in generation:
+                    pass
+            outputs.append(self.tokenizer.decode(generation.token_ids, skip_special_tokens=True))
         return outputs
 
 
@@ -188,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (what greedy drafts should imitate)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate() call (genai backend)")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts generated at once (either backend)")
     parser.add_argument("--backend", choices=("genai", "engine"), default="genai",
                         help="openvino-genai batched pipeline, or our speculative engine")
     parser.add_argument("--draft", default=None, help="engine backend: draft model spec to speed generation up")
