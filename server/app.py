@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from server import errors, openapi, protocol, responses
+from server import dashboard, errors, openapi, protocol, responses
 from server.chat import create_chat_completion
 from server.completions import create_completion
 from server.metrics import CONTENT_TYPE, Metrics
@@ -73,6 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = runtime
     errors.install_handlers(app)
     openapi.install(app, runtime)
+    app.include_router(dashboard.router)
     auth = bool(runtime.settings.api_key)
 
     async def api(endpoint: str, request: Request, handler: Handler) -> Response:
