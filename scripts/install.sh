@@ -11,3 +11,15 @@ python -m pip install --quiet --disable-pip-version-check -e ".${extra:+[$extra]
 # wheel ("operator torchvision::nms does not exist"), which breaks every transformers model import.
 # Nothing here uses torchvision: remove it.
 python -m pip uninstall --quiet --yes torchvision
+# tests/test_dashboard.py loads /dashboard in a real headless browser: Debian's chromium, the build it was tested
+# with (Debian's security archive keeps only its newest build: CHROMIUM_VERSION= installs that one instead).
+if [ "$extra" = test ] && ! command -v chromium >/dev/null; then
+    CHROMIUM_VERSION=${CHROMIUM_VERSION-156.0.8078.114-1~deb12u1}
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "chromium${CHROMIUM_VERSION:+=$CHROMIUM_VERSION}"
+    else
+        echo "chromium not installed (needs root and apt-get): tests/test_dashboard.py will skip" >&2
+    fi
+fi
