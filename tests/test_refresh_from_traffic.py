@@ -138,7 +138,8 @@ def test_refresh_publishes_and_reloads_with_no_failed_request(served, world):  #
         worker.start()
     out = served.root / "refresh"
     try:
-        code = align.main(["--target", str(world / "target-ir"), "--draft", str(served.draft_hf),
+        # the draft as the server has it (an IR folder): align reads it back into a trainable model first
+        code = align.main(["--target", str(world / "target-ir"), "--draft", str(served.published),
                            "--from-traffic", str(served.root / "capture"), "--out", str(out), "--steps", "3",
                            "--batch-size", "2", "--seq-len", "64", "--threads", "1", "--kd-weight", "0.5",
                            "--eval-limit", "2", "--eval-max-new-tokens", "8", "--precision", "f32", "--export-format", "fp32",

@@ -137,6 +137,22 @@ def load_data(paths: list[Path], exclude_ids: set[str]) -> tuple[list[dict], lis
     return records, where
 
 
+def trainable_draft(draft: Path, out: Path) -> Path:
+    """The draft as an HF folder: a served draft that is only an IR folder is read back (training/ir_import.py)."""
+    if (draft / "openvino_model.xml").exists() and not any(draft.glob("*.safetensors")):
+        from training.ir_import import ImportError_, import_ir
+
+        imported = out / "imported-draft"
+        if not (imported / "config.json").exists():
+            try:
+                import_ir(draft, imported)
+            except ImportError_ as error:
+                raise SystemExit(f"--draft {draft}: {error}") from None
+            log.info("imported the IR draft %s into %s", draft, imported)
+        return imported
+    return draft
+
+
 def frozen_traffic_split(args, target, vocab_size: int):
     """The traffic split of this run: chosen on its first invocation and kept in <out>/traffic_split.json, so a
     resume (while the server keeps capturing) trains and evaluates on the same records."""
@@ -163,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.align", description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="target model: catalog name, IR folder or HF folder")
     parser.add_argument("--target-format", default="int8", help="weight format to resolve the target with")
-    parser.add_argument("--draft", required=True, type=Path, help="draft HF folder to fine-tune (pretrain/prune output)")
+    parser.add_argument("--draft", required=True, type=Path,
+                        help="draft to fine-tune: an HF folder (pretrain/prune output) or a served IR folder")
     parser.add_argument("--data", action="append", type=Path, default=None,
                         help="generations JSONL from training.generate (repeatable; mixed with --from-traffic to "
                              "keep what the draft learnt before)")
@@ -212,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, _ = trainer.setup_distributed(trainer.resolve_device(args.device))  # nccl on GPUs, as train() would
     # 1. vocabulary and capture checks, before anything else
     target = resolve_model(args.target, weight_format=args.target_format)
+    args.draft = trainable_draft(args.draft, args.out)
     check_vocabulary(target, args.draft)
     target_vocab = json.loads((Path(target.ir_dir) / "config.json").read_text())["vocab_size"]
     split = frozen_traffic_split(args, target, target_vocab) if args.from_traffic is not None else None
