@@ -10,6 +10,8 @@ Configurations (--configs):
 - plain:        every request sends speculative.enabled=false (plain decoding), on our server;
 - spec:         speculation as the server decides (its default: draft length chosen per step from measured costs);
 - spec-kN:      a fixed draft length N (speculative.num_draft_tokens=N, adaptive=false), e.g. spec-k3;
+- spec+capture: `spec` on a second server, identical but for --capture-dir (traffic capture on), to measure what
+                capture costs (the two servers take turns, never loaded at once);
 - genai:        openvino-genai's ContinuousBatchingPipeline on the same target IR (what OpenVINO Model Server runs),
                 in this process, the level's requests added at once and stepped to the end;
 - genai-draft:  the same with --genai-draft as its draft_model at num_assistant_tokens --genai-k.
@@ -261,6 +263,14 @@ def main() -> int:
             else:
                 url, model = stack.enter_context(ServerProcess(server_args(args), Path(tmp) / "server.log")).url, "m"
             for config in ours:
+                if config == "spec+capture":
+                    if args.url:
+                        raise SystemExit("--configs spec+capture starts its own servers: leave out --url")
+                    capturing = stack.enter_context(ServerProcess(
+                        server_args(args) + ["--capture-dir", str(Path(tmp) / "capture")], Path(tmp) / "capture.log"))
+                    runners[config] = (lambda u: lambda p, n, a: asyncio.run(run_level(u, headers, model, p, n, a, "spec")))(
+                        capturing.url)
+                    continue
                 runners[config] = (lambda c: lambda p, n, a: asyncio.run(run_level(url, headers, model, p, n, a, c)))(config)
         eos = set(_eos_ids(target.ir_dir, tokenizer))
         if "genai" in configs:
@@ -283,6 +293,10 @@ def main() -> int:
         print(f"{row['config']:<13}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
               f"{row['throughput_tok_s']:>9.2f}{ratio:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p95_s']:>8.2f}"
               f"{row['ttft_p50_s']:>10.2f}")
+    spec_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "spec"}
+    for row in table:
+        if row["config"] == "spec+capture" and spec_rate.get(row["concurrency"]):
+            print(f"capture on / off, {row['concurrency']} clients: {row['throughput_tok_s'] / spec_rate[row['concurrency']]:.3f}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"args": vars(args), "machine": describe_cpu(), "table": table,
                                                    "runs": results}, indent=1) + "\n")

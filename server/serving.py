@@ -394,12 +394,12 @@ class _Finished:
 
 
 def _engine_error(error: BaseException) -> errors.APIError:
+    """What the client sees of an engine failure: a context overflow is its request's fault (400); anything else
+    got past validation, so it is ours: a 500 with a generic message, the traceback in the server's log."""
     if isinstance(error, ContextLengthError):
         return errors.context_length_exceeded(error.prompt_tokens, error.max_new_tokens, error.max_context, "max_tokens")
-    if isinstance(error, ValueError):
-        return errors.invalid(str(error))
     log.error("engine failed", exc_info=error)
-    return errors.internal(f"engine failed: {type(error).__name__}: {error}")
+    return errors.internal("the engine failed on this request; the server log has the details")
 
 
 # --- client disconnects and SSE

@@ -286,3 +286,14 @@ def test_while_loading_health_is_503_and_requests_get_503():
     assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
     assert client.post("/v1/completions", json={}).status_code == 401
     assert "fastdraft:requests_total" in client.get("/metrics").text
+
+
+def test_engine_failures_are_500s_that_leak_nothing_but_context_overflow_is_a_400(caplog):
+    from drafting.errors import ContextLengthError
+    from server.serving import _engine_error
+
+    internal = _engine_error(ValueError("block table 7 out of range at /work/secret/path"))
+    assert internal.status == 500 and "secret" not in internal.body()["error"]["message"]
+    assert "block table 7" in caplog.text  # the traceback goes to the log
+    overflow = _engine_error(ContextLengthError(30000, 4000, 32768))
+    assert overflow.status == 400 and overflow.body()["error"]["code"] == "context_length_exceeded"
