@@ -148,7 +148,7 @@ async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncItera
                 sampling = dataclasses.replace(sampling, seed=sampling.seed + j)
             # the prompt is scored once, by its first choice
             choice = TextGeneration(runtime, prompt_ids, job, sampling, outcome.speculative,
-                                    score_prompt=job.prompt_logprobs and j == 0)
+                                    score_prompt=job.prompt_logprobs and j == 0, count_prompt=j == 0)
             index = prompt_index * job.n + j
             if scored is not None:
                 outcome.scored_prompts[index] = scored
@@ -277,7 +277,7 @@ class TextGeneration:
     """
 
     def __init__(self, runtime: Runtime, prompt_ids: list[int], job: Job, sampling: SamplingParams, speculative: bool,
-                 score_prompt: bool = False) -> None:
+                 score_prompt: bool = False, count_prompt: bool = True) -> None:
         options = job.speculative
         self.runtime = runtime
         self.job = job
@@ -297,6 +297,7 @@ class TextGeneration:
         self.completion_tokens = 0
         self.stats: GenerationStats | None = None
         self.mode = "speculative" if speculative else "plain"
+        self.count_prompt = count_prompt  # the first choice of a prompt counts it on /metrics; the rest reuse it
 
     async def __aiter__(self) -> AsyncIterator[tuple[str, list[EmittedToken]]]:
         from drafting.detokenize import IncrementalDetokenizer
@@ -306,7 +307,8 @@ class TextGeneration:
         aligner = LogprobAligner(runtime.tokenizer) if self.job.logprobs is not None else None
         queue: asyncio.Queue = asyncio.Queue()
         self._start_worker(asyncio.get_running_loop(), queue)
-        metrics.prompt_tokens.inc(len(self.request.prompt_ids))
+        if self.count_prompt:
+            metrics.prompt_tokens.inc(len(self.request.prompt_ids))
         first_token_at = None
         try:
             while True:

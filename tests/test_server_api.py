@@ -520,3 +520,8 @@ def test_metrics_parse_and_move(spec):
     assert metric(after, "fastdraft:model_info", target=MODEL, ready="true") == 1
     assert ("fastdraft:spec_decode_current_k", ()) in after
     assert delta("fastdraft:requests_total", status="400") == 0
+    # n choices read their prompt once (the later choices reuse its cached blocks), as usage counts it
+    before = spec.metrics()
+    result = spec.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, n=2)
+    after = spec.metrics()
+    assert delta("fastdraft:prompt_tokens_total") == result.usage.prompt_tokens

@@ -115,5 +115,7 @@ def to_examples(records: list[dict], seq_len: int, label_table: np.ndarray | Non
 
 
 def as_prompts(records: list[dict]) -> list[dict]:
-    """Held-out records as evaluation prompts (token ids, so evaluation reads exactly what was served)."""
-    return [{"id": record["id"], "task": task_of(record), "prompt_ids": record["prompt_ids"]} for record in records]
+    """Held-out records as evaluation prompts (token ids, so evaluation reads exactly what was served), their task
+    marked `traffic:<task>` so the figures stay apart from an --eval-prompts set's."""
+    return [{"id": record["id"], "task": f"traffic:{task_of(record)}", "prompt_ids": record["prompt_ids"]}
+            for record in records]
