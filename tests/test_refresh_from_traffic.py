@@ -156,6 +156,8 @@ def test_refresh_publishes_and_reloads_with_no_failed_request(served, world):  #
     assert new["revision"] != old["revision"] and old in results and results[-1] == new
     summary = json.loads((out / "align_summary.json").read_text())
     assert summary["decision"]["action"] == "publish" and summary["data"]["traffic_examples"] > 0
+    agreement = summary["held_out_agreement"]
+    assert agreement["before"]["all"]["tokens"] == agreement["after"]["all"]["tokens"] > 0
     assert set(summary["new"]["tasks"]) <= {"traffic:chat", "traffic:code"} and summary["published"] is not None
     split = json.loads((out / "traffic_split.json").read_text())
     assert split["held_out"] and not set(split["held_out"]) & set(split["train"])

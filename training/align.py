@@ -268,6 +268,19 @@ def main(argv: list[str] | None = None) -> int:
                            on_finish=lambda m: save_draft(m, hf_out, args.draft, vocab, provenance=config))
     if not result["finished"] or rank != 0:
         return 0
+    # held-out traffic: top-1 agreement with the target, before and after (seconds: the draft alone, no engine)
+    agreement_report = None
+    if split is not None and split.held_out:
+        from training.agreement import agreement
+        from training.traffic import task_of
+
+        held = [dict(record, task=task_of(record)) for record in split.held_out]
+        start, _ = load_draft(args.draft)
+        agreement_report = {"before": agreement(start.eval(), vocab, tokenizer, held, args.seq_len),
+                            "after": agreement(model.eval(), vocab, tokenizer, held, args.seq_len)}
+        for when, counts in agreement_report.items():
+            print(f"held-out traffic top-1 agreement {when:>6}: " + ", ".join(
+                f"{task} {row['rate']}" for task, row in sorted(counts.items())))
     # 3. export
     from training.export import export_draft
 
@@ -275,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     # 4. evaluate new vs published, per task
     summary = {"data": {key: config[key] for key in ("examples", "generation_examples", "traffic_examples",
                                                       "output_tokens", "held_out_traffic")},
-               "final_loss": result["loss"], "new": None, "published": None}
+               "final_loss": result["loss"], "held_out_agreement": agreement_report, "new": None, "published": None}
     if split is not None:
         summary["data"]["traffic"] = split.describe()
         summary["data"]["torn_lines"] = split.report.torn[:20]
