@@ -28,7 +28,7 @@ class IncrementalDetokenizer:
         self.stop_strings = [s for s in (stop_strings or []) if s]
         self.skip_special_tokens = skip_special_tokens
         self.token_ids: list[int] = []
-        self.text = ""  # text released so far
+        self._released: list[str] = []  # the deltas released so far; `text` joins them
         self.stopped = False  # a stop string matched; `text` ends before it
         self.matched_stop: str | None = None
         self._prefix_offset = 0  # the decode window is token_ids[prefix_offset:]
@@ -36,6 +36,14 @@ class IncrementalDetokenizer:
         self._context_text: str | None = ""  # decode(token_ids[prefix_offset:read_offset]); None: not decoded yet
         self._taken_from_window = 0  # chars of the window's new text already passed on (before an incomplete char)
         self._held = ""  # decoded, not released: it could be the start of a stop string
+
+    @property
+    def text(self) -> str:
+        """The text released so far. Joined when read: appending each delta to one string would copy the whole
+        output on every push."""
+        if len(self._released) > 1:
+            self._released[:] = ["".join(self._released)]
+        return self._released[0] if self._released else ""
 
     def push(self, token_ids: list[int]) -> str:
         """Add verified tokens; return the newly releasable text (empty once stopped)."""
@@ -103,7 +111,8 @@ class IncrementalDetokenizer:
         else:
             keep = 0 if final else self._partial_stop_length(pending)
             released, self._held = pending[:len(pending) - keep], pending[len(pending) - keep:]
-        self.text += released
+        if released:
+            self._released.append(released)
         return released
 
     def _find_stop(self, pending: str) -> int | None:
