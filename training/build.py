@@ -15,7 +15,7 @@ order, each calling the stage module that owns the work:
     corpus            training.corpus.build per corpus of the plan      -> <out>/corpus-<name>/
     vocab             training.vocab_map.select on the corpus counts     -> <out>/vocab/
     pretrain-<stage>  training.pretrain.main, NL first, then code + NL   -> <out>/pretrain-<stage>/hf/
-    generate          training.generate per task (a child process)      -> <out>/kd/<task>/generations.jsonl
+    generate          training.generate (a child process)               -> <out>/kd/generations.jsonl
     align             training.align.main (KD, then the int8 IR)         -> <out>/align/{hf,ir}/
     evaluate          training.evaluate per k (a child process)         -> <out>/eval/k<k>/evaluation.json
     summary           training.build_summary                             -> <out>/summary.{json,png}, model_card.md
@@ -215,32 +215,57 @@ def kd_prompt_spec(ctx: Context, job: dict, folder: Path) -> str:
 
 
 def stage_generate(ctx: Context) -> dict:
-    from training.generate import read_jsonl
+    """The target's outputs for every task's train prompts, in one child process (one engine), resumable by id.
 
-    kd, record = ctx.plan["kd"], {}
-    eval_rows = []
+    The prompts are chosen here with training.generate's own loading and held-out split, per task: the first
+    `limit` train prompts, and `prompts_per_task` held-out ones for evaluation (for a task trained on all of
+    its prompts, chat: the committed chat evaluation set, disjoint by construction)."""
+    from training.generate import load_prompt_set, read_jsonl, split_prompts
+
+    kd, folder = ctx.plan["kd"], ctx.out / "kd"
     per_task = ctx.plan["eval"]["prompts_per_task"]
+    train_rows, eval_rows = [], []
     for job in kd["jobs"]:
-        folder = ctx.out / "kd" / job["task"]
         if job["limit"] <= 0:
-            record[job["task"]] = {"generations": 0, "note": "no prompts in this budget"}
             continue
-        before = count_lines(folder / "generations.jsonl")
-        if before:
-            print(f"  {job['task']}: {before} of {job['limit']} generations already written (kept)")
-        if before < job["limit"] or not (folder / "prompts-eval.jsonl").exists():
-            argv = ["--target", ctx.target_ir, "--prompts", kd_prompt_spec(ctx, job, folder), "--out", folder,
-                    "--eval-fraction", job["eval_fraction"], "--limit", job["limit"], "--max-new-tokens",
-                    kd["max_new_tokens"], "--batch-size", kd["batch_size"], "--backend", "engine",
-                    "--log-level", ctx.args.log_level]
-            run_child("training.generate", argv)
-        held_out = read_jsonl(folder / "prompts-eval.jsonl") if job["eval_fraction"] > 0 else \
-            [dict(r, task=job["task"]) for r in read_jsonl(CHAT_EVAL_PROMPTS)]
-        eval_rows += held_out[:per_task]
-        record[job["task"]] = {"generations": count_lines(folder / "generations.jsonl"), "resumed_with": before,
-                               "held_out": len(held_out), "data": str(folder / "generations.jsonl")}
+        prompts = [dict(p, task=job["task"]) for p in load_prompt_set(kd_prompt_spec(ctx, job, folder / job["task"]))]
+        train, held = split_prompts(prompts, job["eval_fraction"])
+        if job["eval_fraction"] == 0:
+            held = [dict(p, task=job["task"]) for p in read_jsonl(CHAT_EVAL_PROMPTS)]
+        train_rows += train[: job["limit"]]
+        eval_rows += held[:per_task]
+    check_prompt_ids(train_rows, eval_rows)
+    write_json_lines(folder / "prompts.jsonl", train_rows)
     write_json_lines(ctx.out / "eval" / "prompts.jsonl", eval_rows)
-    return record
+    data = folder / "generations.jsonl"
+    before = count_lines(data)
+    if before:
+        print(f"  {before} of {len(train_rows)} generations already written (kept)")
+    if before < len(train_rows):
+        run_child("training.generate", ["--target", ctx.target_ir, "--prompts", f"file:{folder / 'prompts.jsonl'}",
+                                        "--eval-fraction", 0, "--out", folder, "--max-new-tokens", kd["max_new_tokens"],
+                                        "--batch-size", kd["batch_size"], "--backend", "engine",
+                                        "--log-level", ctx.args.log_level])
+    rows = read_jsonl(data)
+    tasks = {job["task"]: sum(r["task"] == job["task"] for r in rows) for job in kd["jobs"]}
+    return {"generations": len(rows), "resumed_with": before, "tasks": tasks, "eval_prompts": len(eval_rows),
+            "data": str(data)}
+
+
+def check_prompt_ids(train_rows: list[dict], eval_rows: list[dict]) -> None:
+    """Every prompt once: none trained on twice, none both trained on and held out for evaluation."""
+    held_out = {str(row["id"]): row["task"] for row in eval_rows}
+    seen: dict[str, str] = {}
+    for row in train_rows:
+        key = str(row["id"])
+        if key in held_out:
+            raise SystemExit(f"prompt id {key!r} ({row['task']}) is both a KD prompt and a held-out evaluation prompt"
+                             + (f" (the {row['task']} evaluation set is {CHAT_EVAL_PROMPTS}: give other prompts)"
+                                if row["task"] == "chat" else ""))
+        if key in seen:
+            raise SystemExit(f"prompt id {key!r} is in the KD prompts of {seen[key]} and of {row['task']}: "
+                             "every prompt needs its own id")
+        seen[key] = row["task"]
 
 
 def write_json_lines(path: Path, rows: list[dict]) -> None:
@@ -255,9 +280,8 @@ def stage_align(ctx: Context) -> dict:
 
     plan, settings = ctx.plan, ctx.plan["align"]
     folder = ctx.out / "align"
-    data = [ctx.out / "kd" / job["task"] / "generations.jsonl" for job in plan["kd"]["jobs"] if job["limit"] > 0]
     argv = ["--target", ctx.target_ir, "--draft", ctx.out / plan["pretrain"][-1]["name"] / "hf",
-            *[x for path in data for x in ("--data", path)], "--eval-prompts", ctx.out / "eval" / "prompts.jsonl",
+            "--data", ctx.out / "kd" / "generations.jsonl", "--eval-prompts", ctx.out / "eval" / "prompts.jsonl",
             "--out", folder, "--steps", settings["steps"], "--batch-size", settings["batch_size"],
             "--seq-len", settings["seq_len"], "--lr", settings["lr"], "--checkpoint-every", settings["checkpoint_every"],
             "--device", plan["budget"]["device"], "--skip-eval"]
@@ -468,6 +492,8 @@ def load_or_make_plan(args: argparse.Namespace, rank: int, world_size: int) -> d
         return json.loads(path.read_text())
     plan = plan_build(args, world_size)
     print(format_plan(plan), flush=True)
+    if plan["refused"]:
+        raise BuildRefused(plan["refused"])
     if args.plan:
         return None
     write_json(path, plan)

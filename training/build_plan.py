@@ -269,9 +269,11 @@ def candidate_presets(budget: Budget, target: TargetInfo, arch: str, rows: int) 
 
 # ---------------------------------------------------------------- the plan
 
-def choose_vocabulary(target: TargetInfo, cap: int, recorded: int | None = None) -> int | None:
-    """None: the target's full vocabulary; N: the N most frequent corpus tokens (+1 unknown row, tied)."""
-    size = min(cap, recorded) if recorded else cap
+def choose_vocabulary(target: TargetInfo, cap: int, recorded: int | None = None, recorded_sizes: bool = False) -> int | None:
+    """None: the target's full vocabulary; N: the N most frequent corpus tokens (+1 unknown row, tied).
+
+    A recipe's recorded size is used as it is at the recipe's budget, and capped by any other budget's."""
+    size = recorded if recorded and recorded_sizes else min(cap, recorded or cap)
     return None if target.vocab_size <= size else size
 
 
@@ -349,8 +351,7 @@ def make_plan(target: TargetInfo, budget: Budget, train_speed, target_speed: dic
     recipe = recipe or {}
     draft_recipe = recipe.get("draft", {})
     arch = draft_recipe.get("arch") or target.arch
-    vocab = choose_vocabulary(target, settings["vocab_cap"] if not recipe_sizes else math.inf,
-                              draft_recipe.get("draft_vocab_size"))
+    vocab = choose_vocabulary(target, settings["vocab_cap"], draft_recipe.get("draft_vocab_size"), recipe_sizes)
     rows = vocab + 1 if vocab else target.vocab_size
     # preset: recorded, or the largest that fits the target and that the budget can pretrain enough
     minimum = settings.get("minimum", {})
@@ -380,17 +381,14 @@ def make_plan(target: TargetInfo, budget: Budget, train_speed, target_speed: dic
         {"name": "pretrain-nl", "corpus": "main", "stage": "nl"},
         {"name": "pretrain-code-nl", "corpus": "main", "stage": "code-nl"}]
     nl_fraction = pretrain_settings["nl_fraction"]
-    for index, stage in enumerate(stages):
-        fraction = stage.get("fraction", (nl_fraction if index == 0 else (1 - nl_fraction) / (len(stages) - 1))
-                             if len(stages) > 1 else 1.0)
+    fractions = [stage.pop("fraction", (nl_fraction if index == 0 else (1 - nl_fraction) / (len(stages) - 1))
+                           if len(stages) > 1 else 1.0) for index, stage in enumerate(stages)]
+    sized = [not (recipe_sizes and "steps" in stage) for stage in stages]  # the others keep their recorded steps
+    for stage in stages:
         stage.setdefault("lr", pretrain_settings["lr"])
         stage.setdefault("bf16", pretrain_settings["bf16"])
-        if not recipe_sizes or "steps" not in stage:
-            stage["batch_size"], stage["seq_len"] = pretrain_settings["batch_size"], pretrain_settings["seq_len"]
-            steps = int(fraction * pretrain_seconds * tokens_per_s / (stage["batch_size"] * stage["seq_len"]))
-            stage["steps"] = max(1, min(steps, pretrain_settings.get("max_steps", steps)))
         stage["checkpoint_every"] = stage.get("checkpoint_every") or pretrain_settings["checkpoint_every"]
-        stage.pop("fraction", None)
+    size_pretraining(stages, fractions, sized, pretrain_seconds, tokens_per_s, pretrain_settings)
     # KD data: one generation job per task
     kd_settings = settings["kd"]
     jobs = kd_jobs(target, budget, recipe, prompt_overrides or {})
@@ -415,6 +413,10 @@ def make_plan(target: TargetInfo, budget: Budget, train_speed, target_speed: dic
     align_settings.pop("max_steps", None)
     evaluation = merge(settings["eval"], recipe.get("eval", {}) if recipe_sizes else {})
     evaluation["precision"] = precision
+    if "evaluate" in shares and target_speed and not recipe_sizes:  # as many held-out prompts as its share buys
+        per_prompt = 2 * len(evaluation["ks"]) * len(jobs) * evaluation["max_new_tokens"] / target_speed["single_tokens_per_s"]
+        affordable = int(shares["evaluate"] * budget.seconds / per_prompt)
+        evaluation["prompts_per_task"] = max(1, min(evaluation["prompts_per_task"], affordable))
     plan = {
         "format": PLAN_FORMAT, "version": 1, "name": name,
         "target": target.describe(),
@@ -435,8 +437,24 @@ def make_plan(target: TargetInfo, budget: Budget, train_speed, target_speed: dic
                         "target": target_speed},
     }
     plan["estimate"] = estimate(plan, tokens_per_s, target_speed)
-    check_useful(plan, budget, tokens_per_s, kd_tokens, speeds)
+    # the time the other stages cannot use (too few prompts to generate for, KD data to align on) pretrains
+    spent = plan["estimate"]["total_s"] if budget.family == "cpu" else plan["estimate"]["training_device_s"]
+    if any(sized) and target_speed and budget.seconds - spent > 0:
+        pretraining = sum(s["steps"] * s["batch_size"] * s["seq_len"] for s in stages) / tokens_per_s
+        size_pretraining(stages, fractions, sized, pretraining + budget.seconds - spent, tokens_per_s, pretrain_settings)
+        plan["estimate"] = estimate(plan, tokens_per_s, target_speed)
+    plan["refused"] = usefulness_problem(plan, budget, tokens_per_s, kd_tokens, speeds)
     return plan
+
+
+def size_pretraining(stages: list[dict], fractions: list[float], sized: list[bool], seconds: float,
+                     tokens_per_s: float, settings: dict) -> None:
+    """Steps of each stage to be sized: its fraction of `seconds` at `tokens_per_s`, at most the budget's cap."""
+    for stage, fraction, resize in zip(stages, fractions, sized):
+        if resize:
+            stage["batch_size"], stage["seq_len"] = settings["batch_size"], settings["seq_len"]
+            steps = int(fraction * seconds * tokens_per_s / (stage["batch_size"] * stage["seq_len"]))
+            stage["steps"] = max(1, min(steps, settings.get("max_steps", steps)))
 
 
 def _preset_hidden(preset: str) -> int:
@@ -468,10 +486,10 @@ def estimate(plan: dict, tokens_per_s: float, target_speed: dict | None) -> dict
             "host_s": round(sum(known) - training, 1)}
 
 
-def check_useful(plan: dict, budget: Budget, tokens_per_s: float, kd_tokens: int, speeds: dict) -> None:
-    """Refuse a budget too small to train anything useful, saying what it would take."""
+def usefulness_problem(plan: dict, budget: Budget, tokens_per_s: float, kd_tokens: int, speeds: dict) -> str | None:
+    """Why the budget is too small to train anything useful and what it would take; None when it is not."""
     if budget.smoke or plan["recipe_sizes"]:
-        return
+        return None
     minimum, shares = budget.settings.get("minimum", {}), budget.settings["shares"]
     pretrain_tokens = sum(s["steps"] * s["batch_size"] * s["seq_len"] for s in plan["pretrain"])
     problems, needed = [], [budget.seconds]
@@ -491,12 +509,13 @@ def check_useful(plan: dict, budget: Budget, tokens_per_s: float, kd_tokens: int
     if plan["align"]["steps"] < minimum.get("align_steps", 0):
         problems.append(f"alignment needs at least {minimum['align_steps']} steps, this budget gives "
                         f"{plan['align']['steps']}")
-    if problems:
-        need = max(needed)
-        suggestion = f"{budget.family}-{math.ceil(need / 60)}m" if need < 3 * 3600 else f"{budget.family}-{math.ceil(need / 3600)}h"
-        raise BuildRefused(f"--budget {budget.name} is too small to train a useful draft for {plan['target']['name']}: "
-                           + "; ".join(problems) + f". It would need about --budget {suggestion}"
-                           + (" (or a GPU budget)" if budget.family == "cpu" else "") + ".")
+    if not problems:
+        return None
+    need = max(needed)
+    suggestion = f"{budget.family}-{math.ceil(need / 60)}m" if need < 3 * 3600 else f"{budget.family}-{math.ceil(need / 3600)}h"
+    return (f"--budget {budget.name} is too small to train a useful draft for {plan['target']['name']}: "
+            + "; ".join(problems) + f". It would need about --budget {suggestion}"
+            + (" (or a GPU budget)" if budget.family == "cpu" else "") + ".")
 
 
 # ---------------------------------------------------------------- printing
