@@ -81,7 +81,7 @@ def summarize(plan: dict, out: Path) -> dict:
         "corpus": record.get("corpus"),
         "pretrain": [{**stage, **record.get(stage["name"], {})} for stage in plan["pretrain"]],
         "kd": {"max_new_tokens": plan["kd"]["max_new_tokens"],
-               "tasks": {job["task"]: {**job, **record.get("generate", {}).get(job["task"], {})}
+               "tasks": {job["task"]: {**job, "generations": record.get("generate", {}).get("tasks", {}).get(job["task"], 0)}
                          for job in plan["kd"]["jobs"]}},
         "align": {**plan["align"], **record.get("align", {})},
         "evaluation": {"max_new_tokens": plan["eval"]["max_new_tokens"], "ks": plan["eval"]["ks"],
