@@ -12,6 +12,10 @@ included), the ratio to our plain decoding, the median and range of that ratio t
 (each configuration against our plain decoding of the same prompt, run within the same minute: less
 exposed to the machine's drift than the totals), acceptance, and how many outputs equal our plain
 greedy output token for token (the JSON also gives, per run, the first position where an output differs).
+
+Our speculative configurations run at each --num-draft-tokens k and adaptive (--no-adaptive: the fixed ones
+only), with the proposer `fastdraft serve` builds from the same flags: a draft plus prompt lookup by default
+(named `ours+lookup`), --no-draft-with-lookup the draft alone, --compare-lookup both side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastdraft.generate_cmd import add_model_arguments
+from fastdraft.deprecated_flags import add_alias
+from fastdraft.generate_cmd import SERVER, add_model_arguments, check_draft_length, finish_model_arguments
 
 
 def register(subparsers) -> None:
@@ -37,19 +42,43 @@ def register(subparsers) -> None:
     parser.add_argument("--num-prompts", type=int, default=10, help="first N prompts of the file")
     parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per prompt")
     parser.add_argument("--rounds", type=int, default=1, help="run the whole prompt set this many times")
-    parser.add_argument("--ks", default="3,5,7", help="draft lengths for our engine, comma-separated")
-    parser.add_argument("--genai-ks", default="3,5", help="draft lengths for openvino-genai, comma-separated")
-    parser.add_argument("--no-adaptive", action="store_true", help="skip our adaptive-k configuration")
+    k = SERVER["num_draft_tokens"]
+    parser.add_argument("--num-draft-tokens", type=draft_lengths, default=[k], metavar="K[,K...]",
+                        help=f"fixed draft lengths of our engine's configurations, comma-separated (default {k})")
+    add_alias(parser, "--ks", "--num-draft-tokens", dest="num_draft_tokens", type=draft_lengths)
+    parser.add_argument("--genai-num-draft-tokens", type=draft_lengths, default=[k], metavar="K[,K...]",
+                        help=f"draft lengths (num_assistant_tokens) for openvino-genai, comma-separated (default {k})")
+    add_alias(parser, "--genai-ks", "--genai-num-draft-tokens", dest="genai_num_draft_tokens", type=draft_lengths)
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=SERVER["adaptive"],
+                        help="also our adaptive configuration, the draft length chosen per step (default: on)")
     parser.add_argument("--no-genai", action="store_true", help="skip openvino-genai configurations")
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
     parser.add_argument("--compare-draft", action="append", default=[], metavar="DRAFT",
-                        help="another draft for our engine on the same target, measured in the same run at --ks "
-                             "and adaptive (repeatable; e.g. the shipped draft vs the off-the-shelf 0.5B)")
-    parser.add_argument("--with-lookup", action="store_true",
-                        help="also run each draft (--draft and every --compare-draft) combined with prompt lookup "
-                             "(drafting/draft_with_lookup.py) at --ks and adaptive, copies up to --copy-tokens")
+                        help="another draft for our engine on the same target, measured in the same run at "
+                             "--num-draft-tokens and adaptive (repeatable; e.g. the shipped draft vs the "
+                             "off-the-shelf 0.5B)")
+    parser.add_argument("--compare-lookup", action="store_true",
+                        help="run each draft (--draft and every --compare-draft) both alone and with prompt lookup "
+                             "(drafting/draft_with_lookup.py, copies up to --copy-tokens), whatever "
+                             "--draft-with-lookup says")
+    add_alias(parser, "--with-lookup", "--compare-lookup", dest="compare_lookup", nargs=0, const=True)
     parser.add_argument("--json", dest="json_out", help="write all measurements to this JSON file")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, finish=lambda args: finish(parser, args))
+
+
+def draft_lengths(text: str) -> list[int]:
+    """'3,5,7' -> [3, 5, 7]; '' -> [] (no fixed-k configuration)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def finish(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    finish_model_arguments(parser, args)
+    for flag, ks in (("--num-draft-tokens", args.num_draft_tokens), ("--genai-num-draft-tokens", args.genai_num_draft_tokens)):
+        for k in ks:
+            check_draft_length(parser, flag, k)
 
 
 @dataclass
@@ -131,36 +160,37 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
     from drafting.loader import load_proposer
     from models.resolve import resolve_model
 
-    ks = [int(x) for x in args.ks.split(",") if x]
     configs = [("ours plain", _ours(engine, {"speculative": False}))]
-    if draft is not None or args.prompt_lookup:
-        for k in ks:
-            configs.append((f"ours k={k}", _ours(engine, {"num_draft_tokens": k, "adaptive": False})))
-        if not args.no_adaptive:
-            configs.append(("ours adaptive", _ours(engine, {"adaptive": True})))
 
-    def with_lookup(name: str, proposer) -> None:  # the same draft plus prompt lookup, same compiled target
-        if not args.with_lookup:
-            return
-        combined = Engine(engine.target, DraftWithLookupProposer(proposer, copy_tokens=args.copy_tokens),
-                          engine.config, eos_token_ids=engine.eos_token_ids)
-        for k in ks:
-            configs.append((f"{name}+lookup k={k}", _ours(combined, {"num_draft_tokens": k, "adaptive": False})))
-        if not args.no_adaptive:
-            configs.append((f"{name}+lookup adaptive", _ours(combined, {"adaptive": True})))
+    def speculative(name: str, spec_engine) -> None:  # the fixed draft lengths, then adaptive
+        for k in args.num_draft_tokens:
+            configs.append((f"{name} k={k}", _ours(spec_engine, {"num_draft_tokens": k, "adaptive": False})))
+        if args.adaptive:
+            configs.append((f"{name} adaptive", _ours(spec_engine, {"adaptive": True})))
 
-    if draft is not None and not args.prompt_lookup:
-        with_lookup("ours", engine.proposer)
+    def engine_for(proposer):  # the loaded engine if it runs this proposer, else one on the same compiled target
+        if proposer is engine.proposer:
+            return engine
+        return Engine(engine.target, proposer, engine.config, eos_token_ids=engine.eos_token_ids)
+
+    def each_lookup(name: str, alone, combined=None) -> None:  # a draft alone and/or with prompt lookup
+        for with_lookup in (False, True) if args.compare_lookup else (args.draft_with_lookup,):
+            chosen = (combined or DraftWithLookupProposer(alone, copy_tokens=args.copy_tokens)) if with_lookup else alone
+            speculative(name + "+lookup" * with_lookup, engine_for(chosen))
+
+    if draft is not None:  # load_from_args combined the draft with lookup when --draft-with-lookup
+        loaded = engine.proposer
+        if isinstance(loaded, DraftWithLookupProposer):
+            each_lookup("ours", loaded.draft, loaded)
+        else:
+            each_lookup("ours", loaded)
+    elif args.prompt_lookup:
+        speculative("ours", engine)
     for spec in args.compare_draft:  # same compiled target, another proposer
-        other = resolve_model(spec, weight_format=args.weight_format)
+        other = resolve_model(spec, weight_format=args.draft_weight_format)
         proposer = load_proposer(other, target, precision=args.precision, target_vocab_size=engine.target.vocab_size,
                                  num_blocks=engine.target.num_blocks)
-        other_engine = Engine(engine.target, proposer, engine.config, eos_token_ids=engine.eos_token_ids)
-        for k in ks:
-            configs.append((f"{other.name} k={k}", _ours(other_engine, {"num_draft_tokens": k, "adaptive": False})))
-        if not args.no_adaptive:
-            configs.append((f"{other.name} adaptive", _ours(other_engine, {"adaptive": True})))
-        with_lookup(other.name, proposer)
+        each_lookup(other.name, proposer)
     if not args.no_genai:
         import openvino_genai
 
@@ -170,7 +200,7 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
         if draft is not None:
             pipe = openvino_genai.LLMPipeline(str(target.ir_dir), "CPU", scheduler_config=_genai_scheduler(),
                                               draft_model=openvino_genai.draft_model(str(draft.ir_dir), "CPU"))
-            for k in [int(x) for x in args.genai_ks.split(",") if x]:
+            for k in args.genai_num_draft_tokens:
                 configs.append((f"genai k={k}", _genai(pipe, eos_ids, k)))
     return configs
 
@@ -203,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     eos_ids = sorted(engine.eos_token_ids)
     configs = build_configs(args, target, draft, engine, eos_ids)
     print(f"# {len(configs)} configurations x {len(prompts)} prompts, {args.max_tokens} new tokens, greedy; "
-          f"target {target.name} ({target.weight_format}), draft {draft.name if draft else args.prompt_lookup and 'prompt-lookup'}",
+          f"target {target.name} ({target.weight_format}), proposer {engine.proposer_name or 'none'}",
           file=sys.stderr)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {describe_cpu()}", file=sys.stderr)
     for name, run_one in configs:  # warm-up: compile caches, first-inference allocations

@@ -1,7 +1,8 @@
 """The `fastdraft` command: one dispatcher, each subcommand registered by the package that owns it.
 
 Subcommand modules are imported lazily so `fastdraft --help` stays fast; each module exposes
-`register(subparsers)` and sets `func` on its parser.
+`register(subparsers)` and sets `func` on its parser, and `finish` where a check or a deprecated spelling spans
+several flags (argparse sees one flag at a time). Flags are named and defaulted as `fastdraft serve`'s.
 """
 
 from __future__ import annotations
@@ -37,9 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as the subcommand reads it: parsed, then its `finish` applied (if it sets one)."""
+    args = build_parser().parse_args(argv)
+    finish = getattr(args, "finish", None)
+    if finish is not None:
+        finish(args)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     level = (args.log_level or os.environ.get("FASTDRAFT_LOG_LEVEL") or "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
