@@ -14,7 +14,7 @@ Configurations (--configs):
                 capture costs (the two servers take turns, never loaded at once);
 - genai:        openvino-genai's ContinuousBatchingPipeline on the same target IR (what OpenVINO Model Server runs),
                 in this process, the level's requests added at once and stepped to the end;
-- genai-draft:  the same with --genai-draft as its draft_model at num_assistant_tokens --genai-k.
+- genai-draft:  the same with --genai-draft as its draft_model at num_assistant_tokens --genai-num-draft-tokens.
 Every level sends the same prompts (token ids, so every configuration reads the same input), `concurrency` at once
 (--requests-per-level more are queued behind them for our server). Levels run in turn, and within a level every
 configuration runs back to back, with `--repeats N` in alternating order, so drift in machine load hits all alike.
@@ -39,13 +39,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fastdraft.deprecated_flags import add_alias  # noqa: E402
 from server.settings import DEFAULT_DRAFT  # noqa: E402
 
 log = logging.getLogger("load_test")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/load_test.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="use this running server instead of starting one")
     parser.add_argument("--api-key", help="API key of the server given with --url")
     parser.add_argument("--model", help="model id to send (default: what /v1/models lists)")
@@ -60,7 +62,9 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated: plain, spec, spec-kN, genai, genai-draft")
     parser.add_argument("--genai-draft", default="qwen2.5-coder-0.5b-instruct",
                         help="openvino-genai's draft model (catalog name or IR folder)")
-    parser.add_argument("--genai-k", type=int, default=3, help="openvino-genai's num_assistant_tokens")
+    parser.add_argument("--genai-num-draft-tokens", type=int, default=3,
+                        help="openvino-genai's draft length (num_assistant_tokens)")
+    add_alias(parser, "--genai-k", "--genai-num-draft-tokens", dest="genai_num_draft_tokens", type=int)
     parser.add_argument("--concurrency", default="1,2,4,8", help="client counts, comma-separated")
     parser.add_argument("--requests-per-level", type=int, default=0,
                         help="requests per (config, concurrency, repeat); 0: one per client, all sent at once")
@@ -72,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--task", default=None, help="only the prompts of this task (code, chat, summarization)")
     parser.add_argument("--num-prompts", type=int, default=8, help="prompts to cycle through")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
-    return parser.parse_args()
+    return parser
 
 
 async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> dict:
@@ -221,7 +225,7 @@ def server_args(args) -> list[str]:
 
 
 def main() -> int:
-    args = parse_args()
+    args = build_parser().parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from transformers import AutoTokenizer
@@ -274,11 +278,11 @@ def main() -> int:
                 runners[config] = (lambda c: lambda p, n, a: asyncio.run(run_level(url, headers, model, p, n, a, c)))(config)
         eos = set(_eos_ids(target.ir_dir, tokenizer))
         if "genai" in configs:
-            plain_pipe = GenaiBatching(str(target.ir_dir), None, args.genai_k, args.max_tokens, eos)
+            plain_pipe = GenaiBatching(str(target.ir_dir), None, args.genai_num_draft_tokens, args.max_tokens, eos)
             runners["genai"] = plain_pipe.run_level
         if "genai-draft" in configs:
             draft = resolve_model(args.genai_draft, weight_format=args.draft_weight_format)
-            draft_pipe = GenaiBatching(str(target.ir_dir), str(draft.ir_dir), args.genai_k, args.max_tokens, eos)
+            draft_pipe = GenaiBatching(str(target.ir_dir), str(draft.ir_dir), args.genai_num_draft_tokens, args.max_tokens, eos)
             runners["genai-draft"] = draft_pipe.run_level
         runners = {c: runners[c] for c in configs if c in runners}
         measure(runners)

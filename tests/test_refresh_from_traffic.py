@@ -142,7 +142,7 @@ def test_refresh_publishes_and_reloads_with_no_failed_request(served, world):  #
         code = align.main(["--target", str(world / "target-ir"), "--draft", str(served.published),
                            "--from-traffic", str(served.root / "capture"), "--out", str(out), "--steps", "3",
                            "--batch-size", "2", "--seq-len", "64", "--threads", "1", "--kd-weight", "0.5",
-                           "--eval-limit", "2", "--eval-max-new-tokens", "8", "--precision", "f32", "--export-format", "fp32",
+                           "--eval-limit", "2", "--eval-max-new-tokens", "8", "--precision", "f32", "--draft-weight-format", "fp32",
                            "--publish", str(served.published), "--server-url", served.url, "--server-api-key", KEY,
                            "--force"])
         assert code == 0

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdraft.deprecated_flags import add_alias
 from training import trainer
 from training.generate import DatasetError, read_jsonl
 
@@ -178,7 +179,9 @@ def frozen_traffic_split(args, target, vocab_size: int):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.align", description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="target model: catalog name, IR folder or HF folder")
-    parser.add_argument("--target-format", default="int8", help="weight format to resolve the target with")
+    parser.add_argument("--target-weight-format", dest="target_format", default="int8",
+                        help="weight format to resolve the target with")
+    add_alias(parser, "--target-format", "--target-weight-format", dest="target_format")
     parser.add_argument("--draft", required=True, type=Path,
                         help="draft to fine-tune: an HF folder (pretrain/prune output) or a served IR folder")
     parser.add_argument("--data", action="append", type=Path, default=None,
@@ -196,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-limit", type=int, default=16, help="evaluate on at most this many prompts of each source")
     parser.add_argument("--eval-max-new-tokens", type=int, default=128, help="tokens per prompt when evaluating")
     parser.add_argument("--num-draft-tokens", type=int, default=3, help="draft length k for evaluation (the server's default)")
-    parser.add_argument("--export-format", default="int8", choices=("int8", "fp16", "fp32"), help="IR weight format")
+    parser.add_argument("--draft-weight-format", dest="export_format", default="int8", choices=("int8", "fp16", "fp32"),
+                        help="weight format of the draft IR exported")
+    add_alias(parser, "--export-format", "--draft-weight-format", dest="export_format", choices=("int8", "fp16", "fp32"))
     parser.add_argument("--precision", default=None, help="OpenVINO precision hint for evaluation (f32 in tests)")
     parser.add_argument("--publish", type=Path, default=None, help="folder the server loads the draft from")
     parser.add_argument("--compare-by", choices=("mean_accepted_length", "wall_clock_speedup"),

@@ -1,7 +1,7 @@
 """Measure a draft against its target with our engine: acceptance per position, alpha, tau, speedups, per task.
 
     python -m training.evaluate --target qwen2.5-coder-1.5b-instruct --draft runs/align/ir \
-        --prompts runs/kd-data/prompts-eval.jsonl --num-draft-tokens 5 --max-new-tokens 128 --out runs/eval
+        --prompts runs/kd-data/prompts-eval.jsonl --num-draft-tokens 3 --max-new-tokens 128 --out runs/eval
 
 For each prompt (JSONL: {"id", "task", "prompt"} or {"id", "task", "messages"}, e.g. the held-out
 prompts-eval.jsonl of training.generate), greedy, the engine decodes twice: plainly (the baseline) and
@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+
+from fastdraft.deprecated_flags import add_alias
 
 log = logging.getLogger("training.evaluate")
 
@@ -181,11 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--draft", required=True, help="draft model: catalog name, IR folder or HF folder")
     parser.add_argument("--prompts", required=True, type=Path, help="prompt JSONL ({id, task, prompt|messages})")
     parser.add_argument("--out", required=True, type=Path, help="folder for evaluation.json and evaluation.png")
-    parser.add_argument("--num-draft-tokens", type=int, default=5, help="draft length k")
+    parser.add_argument("--num-draft-tokens", type=int, default=3, help="draft length k (the server's default)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt")
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many prompts")
-    parser.add_argument("--target-format", default="int8", help="weight format to resolve the target with")
-    parser.add_argument("--draft-format", default="int8", help="weight format to resolve the draft with")
+    parser.add_argument("--target-weight-format", default="int8", help="weight format to resolve the target with")
+    parser.add_argument("--draft-weight-format", default="int8", help="weight format to resolve the draft with")
+    add_alias(parser, "--target-format", "--target-weight-format", dest="target_weight_format")
+    add_alias(parser, "--draft-format", "--draft-weight-format", dest="draft_weight_format")
     parser.add_argument("--precision", default=None, help="OpenVINO inference precision hint (f32 for exactness checks)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = read_jsonl(args.prompts)[: args.limit]
     if not prompts:
         raise SystemExit(f"{args.prompts}: no prompts")
-    target, draft = resolve(args.target, args.target_format), resolve(args.draft, args.draft_format)
+    target, draft = resolve(args.target, args.target_weight_format), resolve(args.draft, args.draft_weight_format)
     log.info("config: %s", json.dumps({k: str(v) for k, v in vars(args).items()}))
     result = evaluate(target, draft, prompts, args.num_draft_tokens, args.max_new_tokens, args.precision)
     result["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

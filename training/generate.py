@@ -32,6 +32,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fastdraft.deprecated_flags import add_alias
+
 log = logging.getLogger("training.generate")
 
 
@@ -158,8 +160,8 @@ class EngineBackend:
         from drafting.sampling import SamplingParams
         from models.resolve import resolve_model
 
-        draft = resolve_model(args.draft) if args.draft else None
-        self.engine = load_engine(target, draft, num_draft_tokens=args.num_draft_tokens)
+        draft = resolve_model(args.draft, weight_format=args.draft_weight_format) if args.draft else None
+        self.engine = load_engine(target, draft, num_draft_tokens=args.num_draft_tokens, adaptive=args.adaptive)
         self.tokenizer, self.args = tokenizer, args
         self.request, self.params = GenerationRequest, SamplingParams(
             temperature=args.temperature, top_p=args.top_p, seed=args.seed if args.temperature > 0 else None)
@@ -182,7 +184,8 @@ class EngineBackend:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.generate", description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="target model: catalog name, IR folder or HF folder")
-    parser.add_argument("--target-format", default="int8", help="weight format to resolve the target with")
+    parser.add_argument("--target-weight-format", default="int8", help="weight format to resolve the target with")
+    add_alias(parser, "--target-format", "--target-weight-format", dest="target_weight_format")
     parser.add_argument("--prompts", action="append", required=True,
                         help="prompt set: 'humaneval', 'summarize-sotu' or 'file:PATH.jsonl' (repeatable)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (generations.jsonl, prompt splits)")
@@ -196,7 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("genai", "engine"), default="genai",
                         help="openvino-genai batched pipeline, or our speculative engine")
     parser.add_argument("--draft", default=None, help="engine backend: draft model spec to speed generation up")
-    parser.add_argument("--num-draft-tokens", type=int, default=5, help="engine backend: draft length k")
+    parser.add_argument("--draft-weight-format", default="int8", help="engine backend: weight format to resolve --draft with")
+    parser.add_argument("--num-draft-tokens", type=int, default=3,
+                        help="engine backend: draft length k when it is fixed (--no-adaptive; the server's default)")
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
+                        help="engine backend: draft length chosen per step from measured costs and acceptance "
+                             "(--no-adaptive: always --num-draft-tokens)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
 
@@ -208,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from models.resolve import resolve_model
 
-    target = resolve_model(args.target, weight_format=args.target_format)
+    target = resolve_model(args.target, weight_format=args.target_weight_format)
     tokenizer = AutoTokenizer.from_pretrained(target.tokenizer_dir)
     prompts = [p for spec in args.prompts for p in load_prompt_set(spec)]
     train, held = split_prompts(prompts, args.eval_fraction)
