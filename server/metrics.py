@@ -12,6 +12,14 @@ Definitions (docs/formulas.md):
 - reached_tokens_per_pos{position=i} counts drafts whose token i was compared (0..i-1 accepted), so
   accepted_per_pos / reached_per_pos is the acceptance at position i and sum(accepted) / sum(reached) is alpha;
 - emitted tokens = tokens those verifying calls added to the output (accepted + the target's own token).
+
+Labels, one meaning each:
+- step (target_calls, spec_decode_target_verify_seconds): what one sequence's step did, `speculative` (it
+  verified >= 1 draft token) or `plain` (it decoded one token);
+- speculation (time_to_first_token_seconds): how the request was admitted, `enabled` or `disabled` (as its
+  usage.speculative.enabled), known before its first token;
+- mode (time_per_output_token_seconds): how the request ran, `speculative` (at least one of its steps verified
+  draft tokens) or `plain` (none did: speculation disabled, or a draft length of 0 at every step).
 """
 
 from __future__ import annotations
@@ -52,18 +60,20 @@ class Metrics:
                                        "Drafts whose token at this 0-based position was compared with the target "
                                        "(all earlier ones accepted); accepted_per_pos / reached_per_pos = acceptance "
                                        "at this position, sum(accepted) / sum(reached) = alpha", ["position"], registry=r)
-        self.target_calls = Counter(P + "target_calls", "Target forward calls after prefill (verify or plain decode)", ["mode"], registry=r)
+        self.target_calls = Counter(P + "target_calls", "Target forward calls after prefill, by step: speculative (verified "
+                                    "draft tokens) or plain (decoded one token)", ["step"], registry=r)
         self.current_k = Gauge(P + "spec_decode_current_k", "Draft length k of the most recent verifying step (0: plain decoding)", registry=r)
         self.draft_step = Histogram(P + "spec_decode_draft_step_seconds", "Time to propose one draft (all k tokens)", buckets=_STEP, registry=r)
-        self.target_verify = Histogram(P + "spec_decode_target_verify_seconds", "Time of one target call (verify k+1 tokens, or one plain decode step)",
-                                       ["mode"], buckets=_STEP, registry=r)
+        self.target_verify = Histogram(P + "spec_decode_target_verify_seconds", "Time of one target call, by step: "
+                                       "speculative (verify k+1 tokens) or plain (one decode step)",
+                                       ["step"], buckets=_STEP, registry=r)
         for position in range(MAX_DRAFT_TOKENS):  # pre-create so rate() works from the first scrape
             self.accepted_per_pos.labels(str(position))
             self.drafted_per_pos.labels(str(position))
             self.reached_per_pos.labels(str(position))
-        for mode in ("speculative", "plain"):
-            self.target_calls.labels(mode)
-            self.target_verify.labels(mode)
+        for step in ("speculative", "plain"):
+            self.target_calls.labels(step)
+            self.target_verify.labels(step)
         # --- tokens and requests (vLLM: vllm:prompt_tokens_total, vllm:generation_tokens_total, vllm:request_success_total)
         self.prompt_tokens = Counter(P + "prompt_tokens", "Prompt tokens processed", registry=r)
         self.generation_tokens = Counter(P + "generation_tokens", "Tokens generated", registry=r)
@@ -71,13 +81,14 @@ class Metrics:
                                 ["endpoint", "status", "finish_reason"], registry=r)
         self.reloads = Counter(P + "draft_reloads", "Draft reload attempts by result", ["result"], registry=r)
         # --- latency (vLLM: vllm:time_to_first_token_seconds, vllm:time_per_output_token_seconds, vllm:e2e_request_latency_seconds)
-        self.ttft = Histogram(P + "time_to_first_token_seconds", "Arrival to first token (queue wait included)", ["mode"], buckets=_LATENCY, registry=r)
-        self.tpot = Histogram(P + "time_per_output_token_seconds", "Mean time per output token after the first, per request",
-                              ["mode"], buckets=_TPOT, registry=r)
+        self.ttft = Histogram(P + "time_to_first_token_seconds", "Arrival to first token (queue wait included), by "
+                              "speculation: enabled or disabled for the request", ["speculation"], buckets=_LATENCY, registry=r)
+        self.tpot = Histogram(P + "time_per_output_token_seconds", "Mean time per output token after the first, per request, "
+                              "by mode: speculative (it drafted at least once) or plain", ["mode"], buckets=_TPOT, registry=r)
         self.e2e = Histogram(P + "e2e_request_latency_seconds", "Arrival to last byte", ["endpoint"], buckets=_LATENCY, registry=r)
         self.queue_wait = Histogram(P + "request_queue_time_seconds", "Time waiting for a running slot", buckets=_LATENCY, registry=r)
-        for mode in ("speculative", "plain"):
-            self.ttft.labels(mode)
+        for speculation, mode in (("enabled", "speculative"), ("disabled", "plain")):
+            self.ttft.labels(speculation)
             self.tpot.labels(mode)
         # --- the engine's steps (one per target call, all running requests batched in it)
         self.batch_size = Histogram(P + "engine_batch_size", "Sequences in one target call", buckets=_BATCH, registry=r)
@@ -112,9 +123,9 @@ class Metrics:
     # --- recording helpers (called on the event loop; prometheus-client is thread-safe anyway)
 
     def record_step(self, step: StepStats) -> None:
-        mode = "speculative" if step.num_drafted else "plain"
-        self.target_calls.labels(mode).inc()
-        self.target_verify.labels(mode).observe(step.target_time_s)
+        kind = "speculative" if step.num_drafted else "plain"
+        self.target_calls.labels(kind).inc()
+        self.target_verify.labels(kind).observe(step.target_time_s)
         self.current_k.set(step.num_drafted)
         if not step.num_drafted:
             return

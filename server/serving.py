@@ -296,7 +296,7 @@ class TextGeneration:
         self.finish_reason: str | None = None
         self.completion_tokens = 0
         self.stats: GenerationStats | None = None
-        self.mode = "speculative" if speculative else "plain"
+        self.speculation = "enabled" if speculative else "disabled"  # the ttft label: known before any token
         self.count_prompt = count_prompt  # the first choice of a prompt counts it on /metrics; the rest reuse it
 
     async def __aiter__(self) -> AsyncIterator[tuple[str, list[EmittedToken]]]:
@@ -331,7 +331,7 @@ class TextGeneration:
                     continue  # a stop string already ended this choice: drain until the engine confirms
                 if group.token_ids and first_token_at is None:
                     first_token_at = time.perf_counter()
-                    metrics.ttft.labels(self.mode).observe(first_token_at - self.job.arrival)
+                    metrics.ttft.labels(self.speculation).observe(first_token_at - self.job.arrival)
                 self.completion_tokens += len(group.token_ids)
                 metrics.generation_tokens.inc(len(group.token_ids))
                 if aligner is not None:

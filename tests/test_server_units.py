@@ -227,7 +227,7 @@ def test_metrics_record_steps_with_vllm_compatible_names():
     assert samples[("fastdraft:spec_decode_num_draft_tokens_per_pos_total", (("position", "3"),))] == 1
     reached = [samples[("fastdraft:spec_decode_num_reached_tokens_per_pos_total", (("position", str(i)),))] for i in range(4)]
     assert reached == [1, 1, 1, 0]  # positions 0 and 1 accepted, 2 compared and rejected, 3 never compared
-    assert samples[("fastdraft:target_calls_total", (("mode", "plain"),))] == 1
+    assert samples[("fastdraft:target_calls_total", (("step", "plain"),))] == 1
     assert samples[("fastdraft:spec_decode_current_k", ())] == 0
     info = [labels for (name, labels), value in samples.items() if name == "fastdraft:model_info"]
     assert dict(info[0])["draft_revision"] == "r2"
