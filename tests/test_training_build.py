@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from training import build, build_plan, fixtures, generate
-from training.build_plan import BuildRefused
+from training import build, build_plan, build_stages, build_target, fixtures, generate
+from training.build_target import BuildRefused
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "training" / "recipes" / "fastdraft-qwen2.5-coder-1.5b.json"
@@ -94,11 +94,11 @@ def fixed_speed(tokens_per_s: float):
 TARGET_SPEED = {"batched_tokens_per_s": 40.0, "single_tokens_per_s": 10.0, "batch_size": 8, "measured": True}
 
 
-def real_target(name: str, monkeypatch) -> build_plan.TargetInfo:
+def real_target(name: str, monkeypatch) -> build_target.TargetInfo:
     if not (REAL_HOME / "models" / name / "ir-int8" / "openvino_model.xml").exists():
         pytest.skip(f"{name} is not prepared in {REAL_HOME} (fastdraft models pull {name})")
     monkeypatch.setenv("FASTDRAFT_HOME", str(REAL_HOME))
-    return build_plan.read_target(name, prepare=False)
+    return build_target.read_target(name, prepare=False)
 
 
 def plan_for(target, budget: str, tokens_per_s: float = 1000.0, name: str = "d", **kwargs) -> dict:
@@ -164,7 +164,7 @@ def test_plan_of_the_shipped_recipe_is_its_record(monkeypatch):
 
 
 def test_plan_for_the_fixture_target(world):
-    target = build_plan.read_target(str(world / "target-hf"), prepare=False)
+    target = build_target.read_target(str(world / "target-hf"), prepare=False)
     plan = plan_for(target, "tiny", tokens_per_s=5000.0)
     assert plan["draft"]["preset"] == "tiny" and plan["draft"]["draft_vocab_size"] == 256
     assert all(s["steps"] == 30 for s in plan["pretrain"])  # the tiny budget's cap
@@ -172,7 +172,7 @@ def test_plan_for_the_fixture_target(world):
     # a target with the fixture's 400 tokens fits a CPU budget's vocabulary whole
     assert plan_for(target, "cpu-4h")["draft"]["draft_vocab_size"] is None
     # without a chat template only code prompts make sense (no messages to format)
-    plain = build_plan.TargetInfo(**{**target.__dict__, "chat_template": False})
+    plain = build_target.TargetInfo(**{**target.__dict__, "chat_template": False})
     assert [job["task"] for job in plan_for(plain, "tiny")["kd"]["jobs"]] == ["code"]
 
 
@@ -260,7 +260,7 @@ def test_shipped_recipe_killed_in_each_stage_resumes_and_publishes_a_draft_the_e
         ("corpus", lambda: (out / "corpus-first" / "manifest.json").exists()),  # the second corpus is being built
         ("pretrain-1", lambda: (out / "pretrain-1" / "checkpoints" / "latest").exists()),
         ("pretrain-2", lambda: (out / "pretrain-2" / "checkpoints" / "latest").exists()),
-        ("generate", lambda: build.count_lines(out / "kd" / "generations.jsonl") >= 2),  # 12 prompts, 2 at a time
+        ("generate", lambda: build_stages.count_lines(out / "kd" / "generations.jsonl") >= 2),  # 12 prompts, 2 at a time
         ("align", lambda: (out / "align" / "checkpoints" / "latest").exists()),
         ("evaluate", lambda: (out / "eval" / "k2" / "evaluation.json").exists()),  # k = 3 runs
     ]

@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from training.build_plan import Budget, BuildRefused, preset_params
+from training.build_plan import Budget, preset_params
+from training.build_target import BuildRefused
 
 
 def measure_training(preset: str, arch: str, rows: int, batch_size: int, seq_len: int, bf16: bool, device: str,
