@@ -104,6 +104,7 @@ def plot(summary: dict, path: Path) -> None:
             left.plot(range(1, len(rates) + 1), rates, marker="o", label=task)
         ks = sorted(by_k, key=int)
         right.plot([int(k) for k in ks], [by_k[k]["wall_clock_speedup"] or 0 for k in ks], marker="o", label=task)
+    left.set_xticks(range(1, int(largest) + 1))
     left.set(xlabel="draft position", ylabel="acceptance rate", ylim=(0, 1.05),
              title=f"{summary['name']} -> {summary['target']['name']} (k={largest})")
     right.axhline(1.0, color="gray", linewidth=0.5)
