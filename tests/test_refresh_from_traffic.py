@@ -22,8 +22,8 @@ import pytest
 
 from fastdraft import traffic
 from server import launch
-from test_training_pipeline import pretrain_args, world  # noqa: F401  (the tiny factory fixture)
-from training import align, pretrain
+from test_training_pipeline import pretrain_args
+from training import align, corpus, fixtures, pretrain
 from training.export import export_draft
 from training.publish import publish
 
@@ -52,7 +52,24 @@ def captured(server) -> float:
 
 
 @pytest.fixture(scope="module")
-def served(world, tmp_path_factory):  # noqa: F811
+def world(tmp_path_factory):
+    """The tiny factory's inputs (as test_training_pipeline builds them), with FASTDRAFT_HOME pointed at a scratch
+    folder for this module only: the session-wide fixture there would keep it for every later module."""
+    root = tmp_path_factory.mktemp("refresh-world")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASTDRAFT_HOME", str(root / "home"))
+        sources = fixtures.write_sources(root)
+        fixtures.make_tokenizer(root / "tokenizer")
+        fixtures.make_target(root / "target-hf", root / "tokenizer")
+        from models.export import export_ir
+
+        export_ir(root / "target-hf", root / "target-ir", weight_format="fp32")
+        corpus.build(sources, root / "tokenizer", root / "corpus", root / "cache")
+        yield root
+
+
+@pytest.fixture(scope="module")
+def served(world, tmp_path_factory):
     """A tiny draft published where the server reads it, and a server capturing its traffic."""
     root = tmp_path_factory.mktemp("refresh")
     assert pretrain.main(pretrain_args(world, root / "pt", "--steps", "2")) == 0
@@ -108,7 +125,7 @@ def test_bad_metadata_is_a_400_naming_the_field(served):
                                extra_body={"metadata": {f"k{i}": "v" for i in range(17)}})
 
 
-def test_refresh_publishes_and_reloads_with_no_failed_request(served, world):  # noqa: F811
+def test_refresh_publishes_and_reloads_with_no_failed_request(served, world):
     api = client(served)
     model = api.models.list().data[0].id
     for i in range(6):  # enough traffic for a split: train on the older, hold out the newest
@@ -124,8 +141,10 @@ def test_refresh_publishes_and_reloads_with_no_failed_request(served, world):  #
     def traffic_in_flight():
         while not stop.is_set():
             try:
+                # tagged like the rest: align may read the capture after some of these finished
                 stream = client(served).completions.create(model=model, prompt=CODE, max_tokens=24, temperature=0,
-                                                           stream=True, stream_options={"include_usage": True})
+                                                           stream=True, stream_options={"include_usage": True},
+                                                           extra_body={"metadata": {"task": "code"}})
                 usage = None
                 for chunk in stream:
                     usage = chunk.usage or usage
@@ -163,7 +182,7 @@ def test_refresh_publishes_and_reloads_with_no_failed_request(served, world):  #
     assert split["held_out"] and not set(split["held_out"]) & set(split["train"])
 
 
-def test_refusals_publish_nothing(served, world, tmp_path):  # noqa: F811
+def test_refusals_publish_nothing(served, world, tmp_path):
     before = httpx.get(served.url + "/health").json()["draft"]
     common = ["--target", str(world / "target-ir"), "--draft", str(served.draft_hf), "--steps", "1",
               "--batch-size", "2", "--seq-len", "32", "--threads", "1", "--publish", str(served.published), "--force"]
