@@ -14,7 +14,6 @@ import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -22,8 +21,8 @@ import pytest
 
 from fastdraft import traffic
 from server import launch
-from test_training_pipeline import pretrain_args
-from training import align, corpus, fixtures, pretrain
+from test_training_pipeline import build_world, pretrain_args
+from training import align, pretrain
 from training.export import export_draft
 from training.publish import publish
 
@@ -58,14 +57,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("refresh-world")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FASTDRAFT_HOME", str(root / "home"))
-        sources = fixtures.write_sources(root)
-        fixtures.make_tokenizer(root / "tokenizer")
-        fixtures.make_target(root / "target-hf", root / "tokenizer")
-        from models.export import export_ir
-
-        export_ir(root / "target-hf", root / "target-ir", weight_format="fp32")
-        corpus.build(sources, root / "tokenizer", root / "corpus", root / "cache")
-        yield root
+        yield build_world(root)
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,8 @@ from training.draft_folder import load_draft
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("factory")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FASTDRAFT_HOME", str(root / "home"))
+def build_world(root: Path) -> Path:
+    """The tiny factory's inputs under `root`: sources, tokenizer, random target (HF and fp32 IR), corpus."""
     sources = fixtures.write_sources(root)
     fixtures.make_tokenizer(root / "tokenizer")
     fixtures.make_target(root / "target-hf", root / "tokenizer")
@@ -34,7 +31,15 @@ def world(tmp_path_factory):
 
     export_ir(root / "target-hf", root / "target-ir", weight_format="fp32")
     corpus.build(sources, root / "tokenizer", root / "corpus", root / "cache")
-    yield root
+    return root
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("factory")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FASTDRAFT_HOME", str(root / "home"))
+    yield build_world(root)
     patch.undo()
 
 
