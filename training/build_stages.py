@@ -148,7 +148,7 @@ def stage_vocab(ctx: Context) -> dict:
 
 def pretrain_stage(index: int) -> Callable[[Context], dict]:
     def run(ctx: Context) -> dict:
-        from training import pretrain, trainer
+        from training import pretrain
 
         plan, stage = ctx.plan, ctx.plan["pretrain"][index]
         draft, target = plan["draft"], plan["target"]
@@ -165,10 +165,7 @@ def pretrain_stage(index: int) -> Callable[[Context], dict]:
             argv += ["--vocab-map", ctx.out / "vocab", "--reduce-input"] if draft["reduce_input"] else ["--draft-vocab-size", "0"]
         else:
             argv += ["--init", ctx.out / plan["pretrain"][index - 1]["name"] / "hf"]
-        checkpoint = trainer.latest_checkpoint(folder)
-        resumed = int(checkpoint.name.split("-")[1]) if checkpoint else 0
-        if resumed and ctx.rank == 0:
-            print(f"  resuming {stage['name']} from its checkpoint at step {resumed} of {stage['steps']}")
+        resumed = resume_step(ctx, folder, stage["name"], stage["steps"])
         pretrain.main([str(a) for a in argv])
         last = last_log(folder / "log.jsonl")
         return {"resumed_from_step": resumed, "steps": stage["steps"], "final_loss": last and last["loss"],
@@ -254,8 +251,19 @@ def write_json_lines(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def resume_step(ctx: Context, folder: Path, name: str, steps: int) -> int:
+    """The step a training stage resumes from (0: a fresh start), announced once."""
+    from training import trainer
+
+    checkpoint = trainer.latest_checkpoint(folder)
+    resumed = int(checkpoint.name.split("-")[1]) if checkpoint else 0
+    if resumed and ctx.rank == 0:
+        print(f"  resuming {name} from its checkpoint at step {resumed} of {steps}")
+    return resumed
+
+
 def stage_align(ctx: Context) -> dict:
-    from training import align, trainer
+    from training import align
 
     plan, settings = ctx.plan, ctx.plan["align"]
     folder = ctx.out / "align"
@@ -266,10 +274,7 @@ def stage_align(ctx: Context) -> dict:
             "--device", plan["budget"]["device"], "--skip-eval"]
     argv += ["--bf16"] if settings["bf16"] else []
     argv += ["--threads", ctx.args.threads] if ctx.args.threads else []
-    checkpoint = trainer.latest_checkpoint(folder)
-    resumed = int(checkpoint.name.split("-")[1]) if checkpoint else 0
-    if resumed and ctx.rank == 0:
-        print(f"  resuming align from its checkpoint at step {resumed} of {settings['steps']}")
+    resumed = resume_step(ctx, folder, "align", settings["steps"])
     align.main([str(a) for a in argv])
     last = last_log(folder / "log.jsonl")
     return {"resumed_from_step": resumed, "steps": settings["steps"], "final_loss": last and last["loss"],
