@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.draft_folder import load_draft
-from training.ir_import import ImportError_, import_ir, logit_gap, read_weights
+from training.ir_import import IRImportError, import_ir, logit_gap, read_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "drafts" / "fastdraft-qwen2.5-coder-1.5b"
@@ -39,11 +39,11 @@ def test_a_tensor_matched_to_the_wrong_parameter_is_refused(tmp_path, monkeypatc
         return weights
 
     monkeypatch.setattr(ir_import, "read_weights", swapped)
-    with pytest.raises(ImportError_, match="logits differ from the IR's"):
+    with pytest.raises(IRImportError, match="logits differ from the IR's"):
         import_ir(SHIPPED, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
 
 def test_a_folder_that_is_not_an_ir_is_refused(tmp_path):
-    with pytest.raises(ImportError_, match="needs openvino_model.xml and config.json"):
+    with pytest.raises(IRImportError, match="needs openvino_model.xml and config.json"):
         import_ir(tmp_path, tmp_path / "hf")

@@ -141,13 +141,13 @@ def load_data(paths: list[Path], exclude_ids: set[str]) -> tuple[list[dict], lis
 def trainable_draft(draft: Path, out: Path) -> Path:
     """The draft as an HF folder: a served draft that is only an IR folder is read back (training/ir_import.py)."""
     if (draft / "openvino_model.xml").exists() and not any(draft.glob("*.safetensors")):
-        from training.ir_import import ImportError_, import_ir
+        from training.ir_import import IRImportError, import_ir
 
         imported = out / "imported-draft"
         if not (imported / "config.json").exists():
             try:
                 import_ir(draft, imported)
-            except ImportError_ as error:
+            except IRImportError as error:
                 raise SystemExit(f"--draft {draft}: {error}") from None
             log.info("imported the IR draft %s into %s", draft, imported)
         return imported

@@ -35,12 +35,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 MAX_LOGIT_GAP = 2e-2  # the HF model's logits may differ from the IR's by float rounding only
 
 
-class ImportError_(ValueError):
+class IRImportError(ValueError):
     """The IR cannot be read back into a trainable model; the message says which tensor."""
 
 
 def _constant_value(node) -> np.ndarray:
-    return np.asarray(node.get_data() if hasattr(node, "get_data") else node.data, dtype=np.float32)
+    return np.asarray(node.get_data(), dtype=np.float32)
 
 
 def _consumers(node) -> list:
@@ -148,7 +148,7 @@ def import_ir(ir_dir: str | Path, out_dir: str | Path, check: bool = True) -> Pa
     ir_dir, out_dir = Path(ir_dir), Path(out_dir)
     xml = ir_dir / "openvino_model.xml"
     if not xml.exists() or not (ir_dir / "config.json").exists():
-        raise ImportError_(f"{ir_dir}: needs openvino_model.xml and config.json (an IR folder exported by optimum-intel)")
+        raise IRImportError(f"{ir_dir}: needs openvino_model.xml and config.json (an IR folder exported by optimum-intel)")
     config = AutoConfig.from_pretrained(ir_dir)
     vocab = vm.load(ir_dir)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -166,7 +166,7 @@ def import_ir(ir_dir: str | Path, out_dir: str | Path, check: bool = True) -> Pa
             weights[name] = np.zeros(tuple(tensor.shape), dtype=np.float32)
     missing = [name for name in state if name not in weights and not (tied and name == "lm_head.weight")]
     if missing:
-        raise ImportError_(f"{xml}: no tensor found for {', '.join(missing[:5])}"
+        raise IRImportError(f"{xml}: no tensor found for {', '.join(missing[:5])}"
                            f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}")
     loaded = {}
     for name, tensor in state.items():
@@ -174,7 +174,7 @@ def import_ir(ir_dir: str | Path, out_dir: str | Path, check: bool = True) -> Pa
             continue
         value = weights[name]
         if value.size != tensor.numel():
-            raise ImportError_(f"{xml}: {name} holds {value.shape}, the model expects {tuple(tensor.shape)}")
+            raise IRImportError(f"{xml}: {name} holds {value.shape}, the model expects {tuple(tensor.shape)}")
         loaded[name] = torch.from_numpy(value.reshape(tuple(tensor.shape)).copy())
     model.load_state_dict(loaded, strict=False)
     if tied:
@@ -182,7 +182,7 @@ def import_ir(ir_dir: str | Path, out_dir: str | Path, check: bool = True) -> Pa
     if check:
         gap = logit_gap(model, xml)
         if gap > MAX_LOGIT_GAP:
-            raise ImportError_(f"{xml}: the imported model's logits differ from the IR's by {gap:.3g} "
+            raise IRImportError(f"{xml}: the imported model's logits differ from the IR's by {gap:.3g} "
                                f"(more than {MAX_LOGIT_GAP}): a tensor was matched to the wrong parameter")
         log.info("imported %s: logits within %.2g of the IR's", ir_dir, gap)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         print(import_ir(args.ir, args.out))
-    except ImportError_ as error:
+    except IRImportError as error:
         raise SystemExit(str(error)) from None
     return 0
 
