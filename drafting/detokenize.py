@@ -36,6 +36,7 @@ class IncrementalDetokenizer:
         self._context_text: str | None = ""  # decode(token_ids[prefix_offset:read_offset]); None: not decoded yet
         self._taken_from_window = 0  # chars of the window's new text already passed on (before an incomplete char)
         self._held = ""  # decoded, not released: it could be the start of a stop string
+        self.inside_character = False  # the last push ended inside a character (its text is not out yet)
 
     @property
     def text(self) -> str:
@@ -68,6 +69,7 @@ class IncrementalDetokenizer:
         # the text before an incomplete character at the end is final: more bytes only complete that character
         stable_end = len(window) if final else len(window.rstrip(INCOMPLETE))
         new = window[start:stable_end] if stable_end > start else ""
+        self.inside_character = stable_end != len(window)
         if stable_end == len(window):
             if len(window) > len(self._context_text):
                 self._move_window(len(self.token_ids), len(window), stable_end)

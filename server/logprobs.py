@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from drafting.detokenize import IncrementalDetokenizer
 from drafting.logprobs import TokenLogprob
 
 
@@ -32,13 +33,14 @@ class LogprobAligner:
 
     `add()` the logprobs of the tokens given to the detokenizer (same order, same filtering), then `release()`
     with the detokenizer's released text after each push: it returns the tokens that text now covers.
-    Cost: one decode of the choice's tokens so far per token (only when logprobs are asked for).
+    Where each token's text ends comes from a detokenizer of its own (no stop strings), pushed one token at a
+    time, so the cost per token is flat in the output length.
     """
 
     def __init__(self, tokenizer, skip_special_tokens: bool = True) -> None:
         self.tokenizer = tokenizer
-        self.skip_special_tokens = skip_special_tokens
-        self.token_ids: list[int] = []
+        self._decoder = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
+        self._decoded_length = 0  # length of the text of every token added so far, up to an incomplete character
         # (logprob, end of its text in the full decoded text, whether that text ends on a whole character)
         self.pending: list[tuple[TokenLogprob, int, bool]] = []
         self.emitted_end = 0  # the released text up to here belongs to tokens already returned
@@ -46,10 +48,8 @@ class LogprobAligner:
 
     def add(self, logprobs: list[TokenLogprob]) -> None:
         for item in logprobs:
-            self.token_ids.append(item.token_id)
-            text = self.tokenizer.decode(self.token_ids, skip_special_tokens=self.skip_special_tokens)
-            whole = text.rstrip("\ufffd")  # an incomplete character is not produced yet
-            self.pending.append((item, len(whole), len(whole) == len(text)))
+            self._decoded_length += len(self._decoder.push([item.token_id]))
+            self.pending.append((item, self._decoded_length, not self._decoder.inside_character))
 
     def release(self, released: str, final: bool = False) -> list[EmittedToken]:
         """Tokens whose text `released` (the choice's text so far) now covers. `final`: generation ended without a

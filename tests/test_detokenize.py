@@ -1,6 +1,7 @@
 """IncrementalDetokenizer on the real smollm2 and qwen2.5-coder tokenizers: the streamed deltas join to the full
 decode (code, emoji, CJK, leading spaces, special tokens, random ids in random groups), stop strings cut exactly
-where the full text has them, and the work per push stays flat in the output length."""
+where the full text has them, and the work per push stays flat in the output length; the same for the logprob
+aligner built on it."""
 
 from __future__ import annotations
 
@@ -207,3 +208,29 @@ def test_decode_work_per_push_stays_flat_at_2000_tokens(tokenizer, groups, bound
     # tokens of a character still open
     assert most <= bound, f"{most} token ids decoded in one push (groups {groups}) at {len(ids)} tokens"
     assert counting.decoded_ids <= 8 * len(ids)
+
+
+def test_logprob_aligner_places_each_token_where_the_full_decode_does_with_flat_work(tokenizer):
+    """server/logprobs.py's aligner: where each token's text ends is what decoding every token up to it gives
+    (up to an incomplete character), and finding it costs a window per token, not the output so far."""
+    from drafting.logprobs import TokenLogprob
+    from server.logprobs import LogprobAligner
+
+    ids = []
+    while len(ids) < 2000:
+        ids += encode(tokenizer, "".join(TEXTS.values()))
+    ids = ids[:2000]
+    counting = CountingTokenizer(tokenizer)
+    aligner = LogprobAligner(counting)
+    most = 0
+    for group in groups_of(ids, random.Random(1)):
+        before = counting.decoded_ids
+        aligner.add([TokenLogprob(t, -1.0, []) for t in group])
+        most = max(most, counting.decoded_ids - before)
+    assert most <= 64 and counting.decoded_ids <= 12 * len(ids), f"{most} ids in one add, {counting.decoded_ids} in all"
+    for i in range(0, len(ids), 37):  # the old definition, by full decodes, at every 37th token
+        text = tokenizer.decode(ids[:i + 1], skip_special_tokens=True)
+        whole = text.rstrip("\ufffd")
+        assert aligner.pending[i][1:] == (len(whole), len(whole) == len(text)), f"token {i}"
+    tokens = aligner.release(tokenizer.decode(ids, skip_special_tokens=True), final=True)
+    assert "".join(t.text for t in tokens) == tokenizer.decode(ids, skip_special_tokens=True)
