@@ -9,10 +9,11 @@ from fastapi.responses import Response
 
 from server import errors, protocol
 from server.completions import check_model
+from server.job import ChoiceEvent, Job, JobOutcome, check_context, sampling_params
 from server.logprobs import EmittedToken, chat_logprobs
 from server.protocol import ChatCompletionRequest
 from server.runtime import Runtime
-from server.serving import ChoiceEvent, Job, JobOutcome, check_context, respond, sampling_params
+from server.serving import respond
 
 
 async def create_chat_completion(runtime: Runtime, request: Request, body: Any) -> Response:

@@ -8,10 +8,11 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from server import errors, protocol
+from server.job import ChoiceEvent, Job, JobOutcome, check_context, sampling_params
 from server.logprobs import EmittedToken, completion_logprobs
 from server.protocol import CompletionRequest
 from server.runtime import Runtime
-from server.serving import ChoiceEvent, Job, JobOutcome, check_context, respond, sampling_params
+from server.serving import respond
 
 
 async def create_completion(runtime: Runtime, request: Request, body: Any) -> Response:

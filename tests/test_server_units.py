@@ -290,7 +290,7 @@ def test_while_loading_health_is_503_and_requests_get_503():
 
 def test_engine_failures_are_500s_that_leak_nothing_but_context_overflow_is_a_400(caplog):
     from drafting.errors import ContextLengthError
-    from server.serving import _engine_error
+    from server.text_generation import _engine_error
 
     internal = _engine_error(ValueError("block table 7 out of range at /work/secret/path"))
     assert internal.status == 500 and "secret" not in internal.body()["error"]["message"]
