@@ -44,19 +44,25 @@ def load_engine(target, draft=None, prompt_lookup: bool = False, num_draft_token
                 adaptive: bool = True, precision: str | None = None, max_running: int = 8,
                 speculative_max_concurrency: int | None = None, copy_tokens: int = COPY_TOKENS,
                 kv_cache_bytes: int | None = None) -> Engine:
-    """A draft and prompt_lookup together give the combined proposer (drafting/draft_with_lookup.py)."""
+    """A target engine with the proposer build_proposer() makes of `draft` and `prompt_lookup`."""
     target_model = compile_model(target, precision, kv_cache_bytes)
-    proposer: Proposer | None = None
-    if draft is not None:
-        proposer = load_proposer(draft, target, precision=precision, target_vocab_size=target_model.vocab_size,
-                                 num_blocks=target_model.num_blocks)
-        if prompt_lookup:
-            proposer = DraftWithLookupProposer(proposer, copy_tokens=copy_tokens)
-    elif prompt_lookup:
-        proposer = PromptLookupProposer()
+    proposer = build_proposer(target, draft, prompt_lookup, copy_tokens=copy_tokens, precision=precision,
+                              target_vocab_size=target_model.vocab_size, num_blocks=target_model.num_blocks)
     config = EngineConfig(num_draft_tokens=num_draft_tokens, adaptive=adaptive, max_running=max_running,
                           speculative_max_concurrency=speculative_max_concurrency)
     return Engine(target_model, proposer, config, eos_token_ids=eos_token_ids(target.ir_dir))
+
+
+def build_proposer(target, draft=None, prompt_lookup: bool = False, copy_tokens: int = COPY_TOKENS,
+                   precision: str | None = None, target_vocab_size: int | None = None,
+                   num_blocks: int | None = None) -> Proposer | None:
+    """The proposer of a served configuration: the draft model, the draft with prompt lookup (both given), prompt
+    lookup alone (no draft), or none. The one place that decides how they combine, for load and reload alike."""
+    if draft is None:
+        return PromptLookupProposer() if prompt_lookup else None
+    proposer = load_proposer(draft, target, precision=precision, target_vocab_size=target_vocab_size,
+                             num_blocks=num_blocks)
+    return DraftWithLookupProposer(proposer, copy_tokens=copy_tokens) if prompt_lookup else proposer
 
 
 def load_proposer(draft, target, precision: str | None = None, target_vocab_size: int | None = None,

@@ -31,8 +31,7 @@ async def reload_draft(runtime: Runtime, spec: str | None = None) -> dict:
 
 
 def _reload_blocking(runtime: Runtime, spec: str) -> dict:
-    from drafting.draft_with_lookup import DraftWithLookupProposer
-    from drafting.loader import load_proposer
+    from drafting.loader import build_proposer
     from models.resolve import resolve_model
 
     s = runtime.settings
@@ -41,10 +40,8 @@ def _reload_blocking(runtime: Runtime, spec: str) -> dict:
         started = time.perf_counter()
         try:
             draft = resolve_model(spec, weight_format=s.draft_weight_format, pull=s.pull)
-            proposer = load_proposer(draft, runtime.target, precision=s.precision,
-                                     num_blocks=runtime.engine.target.num_blocks)
-            if s.draft_with_lookup:
-                proposer = DraftWithLookupProposer(proposer, copy_tokens=s.copy_tokens)
+            proposer = build_proposer(runtime.target, draft, s.draft_with_lookup, copy_tokens=s.copy_tokens,
+                                      precision=s.precision, num_blocks=runtime.engine.target.num_blocks)
         except Exception as error:  # any failure keeps the old draft: the server must not lose its proposer
             runtime.metrics.reloads.labels("failed").inc()
             log.error("draft reload from %s refused (%s: %s); still serving %s (rev %s)", spec,
