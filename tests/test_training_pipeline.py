@@ -266,13 +266,10 @@ def test_publish_never_leaves_a_half_written_draft(tmp_path, monkeypatch):
 
 
 def test_remote_train_continues_a_grown_draft_from_int8_weights(world, tmp_path):
-    # scripts/remote_train.py as a GPU box runs it, here on the CPU: pack (int8 weights, one corpus source),
+    # training.remote_train as a GPU box runs it, here on the CPU: pack (int8 weights, one corpus source),
     # train (grow 2 -> 3 layers, calibrate, train), then unpack the returned weights into an HF draft folder
-    import importlib.util
+    from training import remote_train
 
-    spec = importlib.util.spec_from_file_location("remote_train", REPO / "scripts" / "remote_train.py")
-    remote_train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(remote_train)
     assert pretrain.main(pretrain_args(world, tmp_path / "scratch", "--steps", "2", "--embed-init", "svd",
                                        "--reduce-input")) == 0
     draft = tmp_path / "scratch" / "hf"
@@ -286,9 +283,12 @@ def test_remote_train_continues_a_grown_draft_from_int8_weights(world, tmp_path)
     for name, tensor in sent.items():  # int8 rows: within half a step of each row's scale
         step = original[name].abs().amax(dim=-1, keepdim=True).numpy() / 127 if tensor.ndim == 2 else 0
         assert np.all(np.abs(tensor - original[name].numpy()) <= step / 2 + 1e-6), name
-    with pytest.raises(SystemExit, match="--sources: nowhere not in"):
+    with pytest.raises(remote_train.BundleError, match="--sources: nowhere not in"):
+        remote_train.pack(draft, world / "corpus", tmp_path / "b2", sources=["nowhere"])
+    with pytest.raises(SystemExit) as exited:  # the CLI: the same message, exit status 2
         remote_train.main(["pack", "--draft", str(draft), "--corpus", str(world / "corpus"), "--out",
                            str(tmp_path / "b2"), "--sources", "nowhere"])
+    assert exited.value.code == 2
     result = tmp_path / "result"
     remote_train.main(["train", "--bundle", str(bundle), "--work", str(tmp_path / "work"), "--out", str(result),
                        "--train-embeddings", "--grow-layers", "3", "--budget-s", "1", "--max-steps", "10",

@@ -1,15 +1,15 @@
-"""Train a draft on a rented accelerator whose upload and download are size-capped.
+"""Train a draft on a rented accelerator whose upload and download are size-capped (`python -m training.remote_train`).
 
 A remote GPU box often takes a bounded upload and returns a bounded download (here: 64 MiB each way),
 while a pruned 4-layer draft is 350 MB in fp32 and its corpus 43 MB of uint32 ids. This tool moves only
 what training needs, in compact forms, and runs the same `python -m training.pretrain` there:
 
     # here: draft weights as int4 (group 32) + corpus as lzma'd uint16 draft ids + tokenizer, ~59 MB
-    python scripts/remote_train.py pack --draft runs/d4/pruned --corpus ~/.cache/fastdraft/corpus/qwen2.5 --out .gpu
+    python -m training.remote_train pack --draft runs/d4/pruned --corpus ~/.cache/fastdraft/corpus/qwen2.5 --out .gpu
     # there: rebuild the HF folder and corpus, time a few steps, train for --budget-s, return int8 weights
-    python scripts/remote_train.py train --bundle .gpu --work /tmp/heal --out $OUT --budget-s 330
+    python -m training.remote_train train --bundle .gpu --work /tmp/heal --out $OUT --budget-s 330
     # here: the trained HF folder = the returned weights (+ the bundle's embedding when it was frozen)
-    python scripts/remote_train.py unpack-result --draft runs/d4/pruned --bundle .gpu --result $OUT --out runs/d4/healed
+    python -m training.remote_train unpack-result --draft runs/d4/pruned --bundle .gpu --result $OUT --out runs/d4/healed
 
 Three modes. Healing a pruned sibling (default): the embedding (tied input/output of a vocab_map input
 "draft" draft) travels as int4 and stays frozen (`--freeze-embeddings`); `unpack-result` rebuilds the
@@ -35,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training import vocab_map as vm
 
-from training import vocab_map as vm  # noqa: E402
+class BundleError(ValueError):
+    """A bundle, corpus or result that cannot be packed or rebuilt; the message names the file or option."""
+
 
 GROUP = 32
 EMBEDDING = "model.embed_tokens.weight"
@@ -80,7 +82,7 @@ def pack(draft: Path, corpus_dir: Path, out: Path, weights: str = "int4", source
 
     vocab = vm.load(draft)
     if vocab is None or not vocab.input_reduced:
-        raise SystemExit(f"{draft}: pack expects a draft with a reduced tied vocabulary (training.prune --reduce-input)")
+        raise BundleError(f"{draft}: pack expects a draft with a reduced tied vocabulary (training.prune --reduce-input)")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     state = {}
@@ -104,7 +106,7 @@ def pack(draft: Path, corpus_dir: Path, out: Path, weights: str = "int4", source
     listed = [s["name"] for s in corpus.manifest["sources"]]
     unknown = sorted(set(sources or []) - set(listed))
     if unknown:
-        raise SystemExit(f"--sources: {', '.join(unknown)} not in {corpus_dir} (it has {', '.join(listed)})")
+        raise BundleError(f"--sources: {', '.join(unknown)} not in {corpus_dir} (it has {', '.join(listed)})")
     streams: dict[str, list[np.ndarray]] = {}
     for source in corpus.manifest["sources"]:
         if source["tokens"] and (not sources or source["name"] in sources):
@@ -115,7 +117,7 @@ def pack(draft: Path, corpus_dir: Path, out: Path, weights: str = "int4", source
     for domain, shards in streams.items():
         ids = table[np.concatenate(shards)]
         if ids.max() >= 1 << 16:
-            raise SystemExit(f"draft vocabulary of {vocab.model_vocab_size} rows does not fit uint16")
+            raise BundleError(f"draft vocabulary of {vocab.model_vocab_size} rows does not fit uint16")
         (out / f"{domain}.u16.xz").write_bytes(lzma.compress(ids.astype(np.uint16).tobytes(), preset=6))
         domains[domain] = int(ids.size)
     manifest = {"corpus": corpus.manifest, "domains": domains, "draft": str(draft), "weights": weights,
@@ -185,7 +187,7 @@ def unpack_bundle(bundle: Path, work: Path) -> tuple[Path, Path]:
     state = {k: torch.from_numpy(v) for k, v in bundle_state(bundle).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [m for m in missing if m != "lm_head.weight"]:
-        raise SystemExit(f"bundle weights do not fit the config: missing {missing}, unexpected {unexpected}")
+        raise BundleError(f"bundle weights do not fit the config: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
     draft_dir = save_draft(model, work / "init-hf", tokenizer_dir, vocab, provenance={"rebuilt_from": manifest["draft"]})
     return draft_dir, corpus_dir
@@ -194,7 +196,7 @@ def unpack_bundle(bundle: Path, work: Path) -> tuple[Path, Path]:
 def seconds_per_step(log_path: Path) -> float:
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     if len(rows) < 3:
-        raise SystemExit(f"{log_path}: too few steps to time")
+        raise BundleError(f"{log_path}: too few steps to time")
     return (rows[-1]["elapsed_s"] - rows[1]["elapsed_s"]) / (len(rows) - 2)
 
 
@@ -294,13 +296,13 @@ def unpack_result(draft: Path, bundle: Path, result: Path, out: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(draft, dtype=torch.float32)
     expected = set(model.state_dict()) - {"lm_head.weight"}
     if set(state) != expected:
-        raise SystemExit(f"result does not cover the draft: missing {sorted(expected - set(state))[:5]}, "
+        raise BundleError(f"result does not cover the draft: missing {sorted(expected - set(state))[:5]}, "
                          f"unexpected {sorted(set(state) - expected)[:5]}")
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
     model.tie_weights()
     train_config = json.loads((result / "train_config.json").read_text())
     log_rows = [json.loads(line) for line in (result / "log.jsonl").read_text().splitlines() if line.strip()]
-    provenance = {"command": "scripts/remote_train.py", "init": str(draft), "train": train_config,
+    provenance = {"command": "python -m training.remote_train", "init": str(draft), "train": train_config,
                   "steps": log_rows[-1]["step"], "tokens_seen": log_rows[-1]["tokens_seen"],
                   "final_loss": log_rows[-1]["loss"], "train_seconds": log_rows[-1]["elapsed_s"]}
     save_draft(model, out, draft, vm.load(draft), provenance=provenance)
@@ -339,12 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--result", required=True, type=Path)
     u.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    if args.command == "pack":
-        pack(args.draft, args.corpus, args.out, args.weights, args.sources.split(",") if args.sources else None)
-    elif args.command == "train":
-        train(args)
-    else:
-        unpack_result(args.draft, args.bundle, args.result, args.out)
+    try:
+        if args.command == "pack":
+            pack(args.draft, args.corpus, args.out, args.weights, args.sources.split(",") if args.sources else None)
+        elif args.command == "train":
+            train(args)
+        else:
+            unpack_result(args.draft, args.bundle, args.result, args.out)
+    except BundleError as error:
+        parser.exit(2, f"{parser.prog} {args.command}: {error}\n")
     return 0
 
 
