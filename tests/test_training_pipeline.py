@@ -355,3 +355,37 @@ def test_agreement_counts_the_drafts_argmax_hits_on_target_text(world, tmp_path)
                                             "rate": round(hits / tokens, 4)}
     assert hits < tokens
     assert result[str(folder)]["code"]["outside_vocab"] == outside > 0
+
+
+RANK_WITH_A_FAST_CLOCK = """
+import json, sys, time
+from training import pretrain, trainer
+if trainer.os.environ["RANK"] == "1":  # this rank's clock says an hour has passed since the run started
+    started = []
+    def fast_clock():
+        started.append(1)
+        return time.monotonic() + (3600 if len(started) > 1 else 0)
+    trainer.clock = fast_clock
+sys.exit(pretrain.main(json.loads(sys.argv[1])))
+"""
+
+
+def test_ddp_ranks_stop_together_when_their_clocks_disagree(world, tmp_path):
+    # --max-minutes is decided by rank 0's clock on every rank: if rank 1 stopped by its own (an hour ahead
+    # here), rank 0 would wait for it in the next step's all-reduce, forever
+    args = pretrain_args(world, tmp_path / "run", "--steps", "3", "--max-minutes", "30")
+    ranks = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29519"}
+        ranks.append(subprocess.Popen([sys.executable, "-c", RANK_WITH_A_FAST_CLOCK, json.dumps(args)], cwd=REPO,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [process.communicate(timeout=180)[0] for process in ranks]
+    except subprocess.TimeoutExpired:
+        pytest.fail("the ranks did not finish within 180 s: they disagreed on when to stop and one waits for the other")
+    finally:
+        for process in ranks:
+            process.kill()
+    assert [process.returncode for process in ranks] == [0, 0], outputs[1][-3000:] + outputs[0][-3000:]
+    assert (tmp_path / "run" / "hf" / "model.safetensors").exists()  # rank 0's clock: all 3 steps ran

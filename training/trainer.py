@@ -39,6 +39,8 @@ from training.distill import topk_kl_sum
 
 log = logging.getLogger("training.trainer")
 
+clock = time.monotonic  # the run's clock for --max-minutes and the log's elapsed_s (a test skews one rank's)
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or fails its checksum; the message names the file."""
@@ -239,7 +241,7 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else nullcontext
     micro_rows = args.batch_size // args.grad_accum
     rank_rows = micro_rows // world
-    started, step, loss_value = time.monotonic(), start_step, float("nan")
+    started, step, loss_value = clock(), start_step, float("nan")
     bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", disable=rank != 0)
     steps_this_run = 0
     while step < args.steps:
@@ -283,12 +285,14 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             if step % args.log_every == 0 or step == args.steps:
-                elapsed = time.monotonic() - started
+                elapsed = clock() - started
                 with open(out / "log.jsonl", "a") as handle:
                     handle.write(json.dumps({"step": step, "loss": round(loss_value, 6), "lr": lr,
                                              "tokens_seen": tokens_seen, "elapsed_s": round(elapsed, 2)}) + "\n")
         # checkpoint and stop
-        out_of_time = args.max_minutes is not None and time.monotonic() - started > 60 * args.max_minutes
+        out_of_time = args.max_minutes is not None and clock() - started > 60 * args.max_minutes
+        if world > 1 and args.max_minutes is not None:
+            out_of_time = rank_zero_decides(out_of_time, device)  # each rank's own clock could stop it alone
         stop_now = out_of_time or (args.stop_after_steps is not None and steps_this_run >= args.stop_after_steps)
         if rank == 0 and (step % args.checkpoint_every == 0 or step == args.steps or stop_now):
             save_checkpoint(out, model, optimizer, step, tokens_seen, config)
@@ -303,6 +307,14 @@ def train(model, make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]], arg
     if world > 1:
         dist.barrier()
     return {"step": step, "finished": finished, "loss": loss_value, "tokens_seen": tokens_seen}
+
+
+def rank_zero_decides(flag: bool, device: torch.device) -> bool:
+    """Rank 0's `flag` on every rank (a collective: every rank must call it at the same step). A rank that stopped
+    by its own clock while the others ran on would leave them waiting in the next step's all-reduce forever."""
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _truncate_log(path: Path, step: int) -> None:
