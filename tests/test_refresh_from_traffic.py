@@ -89,12 +89,16 @@ def test_capture_records_what_was_served(served):
     code = api.completions.create(model=model, prompt=CODE, max_tokens=12, temperature=0,
                                   extra_body={"metadata": {"task": "code"}})
     api.completions.create(model=model, prompt=CODE, max_tokens=6, temperature=0, extra_body={"store": False})
-    wait_for(lambda: captured(served) >= before + 2, what="two captured choices")
-    time.sleep(0.2)  # a third (store: false) record would have been offered by now
-    assert captured(served) == before + 2
+    # a choice is offered to the capture before its response goes out, and written in order: once the marker
+    # sent after it is on disk, a record of the store: false one would be there too
+    api.completions.create(model=model, prompt=CODE, max_tokens=2, temperature=0,
+                           extra_body={"metadata": {"task": "code", "marker": "last"}})
+    wait_for(lambda: captured(served) >= before + 3, what="three captured choices")
+    assert captured(served) == before + 3
     rows = [r for _, _, r in traffic.read_records(served.root / "capture")]
-    by_task = {r["task"]: r for r in rows[-2:]}
-    assert set(by_task) == {"chat", "code"}
+    assert [(r["task"], r["metadata"].get("marker")) for r in rows[-3:]] == [("chat", None), ("code", None),
+                                                                            ("code", "last")]
+    by_task = {r["task"]: r for r in rows[-3:-1]}
     chat_row, code_row = by_task["chat"], by_task["code"]
     assert chat_row["endpoint"] == "chat" and code_row["endpoint"] == "completions"
     assert len(code_row["output_ids"]) == code.usage.completion_tokens == len(code_row["top_ids"])

@@ -394,7 +394,7 @@ def test_disconnect_mid_stream_cancels_the_generation(spec):
     assert generated < 200, f"the engine kept generating after the client left ({generated} tokens)"
 
 
-def test_queue_full_is_429_and_fifo_slots_free_up(plain):
+def test_queue_full_is_429_and_slots_free_up(plain):
     body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 300, "temperature": 0, "stream": True}
     streams, done = [], threading.Event()
 
@@ -406,10 +406,10 @@ def test_queue_full_is_429_and_fifo_slots_free_up(plain):
                     return
 
     threads = [threading.Thread(target=hold, daemon=True) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.3)
     try:
+        threads[0].start()
+        assert _wait_for(lambda: metric(plain.metrics(), "fastdraft:num_requests_running") == 1)
+        threads[1].start()
         assert _wait_for(lambda: metric(plain.metrics(), "fastdraft:num_requests_waiting") == 1)
         with pytest.raises(openai.RateLimitError) as raised:
             plain.client(api_key=None).completions.create(model=MODEL, prompt="Hi", max_tokens=2)
@@ -417,7 +417,8 @@ def test_queue_full_is_429_and_fifo_slots_free_up(plain):
     finally:
         done.set()
         for thread in threads:
-            thread.join(timeout=60)
+            if thread.is_alive():
+                thread.join(timeout=60)
     assert _wait_for(lambda: metric(plain.metrics(), "fastdraft:num_requests_running") == 0)
     assert plain.client().completions.create(model=MODEL, prompt="Hi", max_tokens=2).choices[0].finish_reason
 
@@ -441,8 +442,14 @@ def test_hot_reload_under_traffic_loses_no_request(spec, ir_dirs, tmp_path):
             return reasons, usage
 
         async def reload():
-            await asyncio.sleep(0.5)
             async with httpx.AsyncClient(timeout=120) as http:
+                deadline = time.monotonic() + 60
+                while True:  # reload once the requests are running, not before
+                    running = await asyncio.to_thread(lambda: metric(spec.metrics(), "fastdraft:num_requests_running"))
+                    assert running >= 1 or time.monotonic() < deadline, "the requests never started"
+                    if running >= 1:
+                        break
+                    await asyncio.sleep(0.02)
                 return await http.post(spec.url + "/admin/reload", headers=headers, json={"draft": str(ir_dirs["int8"])})
 
         return await asyncio.gather(reload(), *(one(i) for i in range(4)))

@@ -160,7 +160,7 @@ def test_error_body_is_openai_shaped():
 def test_scheduler_is_fifo_bounded_and_survives_cancelled_waiters():
     async def main() -> None:
         seen = []
-        scheduler = Scheduler(max_running=1, max_waiting=2, on_change=lambda r, w: seen.append((r, w)))
+        scheduler = Scheduler(max_running=1, max_waiting=3, on_change=lambda r, w: seen.append((r, w)))
         order: list[str] = []
         release = asyncio.Event()
 
@@ -169,25 +169,24 @@ def test_scheduler_is_fifo_bounded_and_survives_cancelled_waiters():
                 order.append(name)
                 await release.wait()
 
-        first = asyncio.create_task(job("a"))
-        await asyncio.sleep(0)
-        second = asyncio.create_task(job("b"))
-        third = asyncio.create_task(job("c"))
-        await asyncio.sleep(0)
-        assert scheduler.running == 1 and scheduler.waiting == 2
+        tasks = {}
+        for name in "abcd":  # one at a time, so they queue in this order
+            tasks[name] = asyncio.create_task(job(name))
+            await asyncio.sleep(0)
+        assert scheduler.running == 1 and scheduler.waiting == 3
         with pytest.raises(errors.APIError) as raised:
             async with scheduler.slot():
                 pass
         assert raised.value.status == 429
-        second.cancel()  # a client that leaves while queued frees its place
+        tasks["c"].cancel()  # a client that leaves while queued frees its place
         await asyncio.sleep(0)
-        assert scheduler.waiting == 1
+        assert scheduler.waiting == 2
         release.set()
-        await asyncio.gather(first, third)
+        await asyncio.gather(tasks["a"], tasks["b"], tasks["d"])
         with pytest.raises(asyncio.CancelledError):
-            await second
-        assert order == ["a", "c"] and scheduler.running == 0 and scheduler.waiting == 0
-        assert seen[-1] == (0, 0)
+            await tasks["c"]
+        assert order == ["a", "b", "d"], f"slots went out in the order {order}, not in the order of arrival"
+        assert scheduler.running == 0 and scheduler.waiting == 0 and seen[-1] == (0, 0)
 
     asyncio.run(main())
 
