@@ -239,3 +239,28 @@ def test_prompt_logprobs_score_each_token_as_generation_did(engine):
 def test_prompt_logprobs_need_logprobs():
     with pytest.raises(ValueError, match="prompt_logprobs needs logprobs"):
         GenerationRequest(prompt_ids=PROMPT, max_new_tokens=1, prompt_logprobs=True)
+
+
+@pytest.mark.parametrize("vocab", [151936, 49152, 1000, 300, 40])
+def test_token_logprobs_match_a_full_log_softmax_and_sort(vocab):
+    """The narrowed top-k search (drafting/logprobs.py) finds what a full sort does: rows where the best ids crowd
+    into one interleaved group, sit in the ids past the last whole slice, or tie."""
+    import numpy as np
+
+    from drafting.logprobs import token_logprobs
+
+    rng = np.random.default_rng(vocab)
+    rows = (rng.standard_normal((6, vocab)) * 2).astype(np.float32)
+    width = max(1, vocab // 64)
+    rows[1, [5 + width * j for j in range(8) if 5 + width * j < vocab]] += 40  # one group holds the best eight
+    rows[2, -3:] += 40  # the best ids are the last ones
+    rows[3, :] = 1.0  # every value ties
+    rows[4, rng.choice(vocab, 5, replace=False)] = 30.0  # five tie at the top
+    tokens = rng.integers(0, vocab, len(rows)).tolist()
+    scored = token_logprobs(rows, tokens, 8)
+    reference = rows.astype(np.float64) - np.log(np.exp(rows.astype(np.float64)).sum(axis=1, keepdims=True))
+    for row, token, lp in zip(reference, tokens, scored):
+        assert lp.logprob == pytest.approx(row[token], abs=1e-4)
+        expected = np.sort(row)[::-1][:min(8, vocab)]
+        np.testing.assert_allclose([value for _, value in lp.top], expected, atol=1e-4)
+        assert all(row[i] == pytest.approx(v, abs=1e-4) for i, v in lp.top) and len({i for i, _ in lp.top}) == len(lp.top)
