@@ -206,6 +206,8 @@ def _check_tokenizer(hf_dir: Path, preset: str | None) -> None:
                 f"tokenizer in {hf_dir}: eos/pad are {tokenizer.eos_token!r}/{tokenizer.pad_token!r}, "
                 f"expected {repair.eos_token!r}/{repair.pad_token!r}"
             )
+    if not tokenizer.chat_template:  # a base model: completions only (chat requests are refused by the server)
+        raise ConversionError(f"tokenizer in {hf_dir} has no chat template")
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     if "<|im_start|>user\nhi<|im_end|>" not in rendered or not rendered.endswith("<|im_start|>assistant\n"):
         raise ConversionError(f"chat template in {hf_dir} does not render ChatML: {rendered!r}")

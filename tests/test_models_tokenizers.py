@@ -1,6 +1,6 @@
 """Repaired tokenizers: round-trip text, no automatic BOS, ChatML stops at <|im_end|>, and the
-OpenVINO tokenizer/detokenizer IRs agree with the Hugging Face tokenizer. smollm2 always (pulled by
-the test script); the Qwen models only when already pulled into FASTDRAFT_HOME."""
+OpenVINO tokenizer/detokenizer IRs agree with the Hugging Face tokenizer. smollm2 and qwen2.5-coder-0.5b always
+(the test script pulls them); the 1.5B only when already pulled into FASTDRAFT_HOME."""
 
 from __future__ import annotations
 
@@ -116,3 +116,23 @@ def test_qwen_models_are_compatible():
     from models.compat import check_compatible
 
     check_compatible(_qwen("qwen2.5-coder-1.5b-instruct").tokenizer_dir, _qwen("qwen2.5-coder-0.5b-instruct").tokenizer_dir)
+
+
+def test_a_tokenizer_without_a_chat_template_is_reported_not_a_crash(smollm2_int8, tmp_path, caplog):
+    """A base model's GGUF (no chat template) outside the catalog converts with a warning; a catalog model
+    whose repair preset expects a template is refused with the folder named."""
+    import shutil
+
+    from models.errors import ConversionError
+    from models.tokenizer_repair import check_tokenizer
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(smollm2_int8.tokenizer_dir / name, tmp_path / name)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING", logger="models.tokenizer_repair"):
+        check_tokenizer(tmp_path, None, strict=False)
+    assert "no chat template" in caplog.text
+    with pytest.raises(ConversionError, match=f"{tmp_path}.*no chat template"):
+        check_tokenizer(tmp_path, "smollm2")
