@@ -52,7 +52,7 @@ class JobOutcome:
     completion_tokens: int = 0
     stats: GenerationStats = field(default_factory=GenerationStats)
     speculative: bool = False
-    finish_reasons: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)  # per choice index ("" until it ends)
     scored_prompts: dict[int, list[EmittedToken]] = field(default_factory=dict)  # choice index -> its scored prompt
     models: dict = field(default_factory=dict)  # Runtime.describe() when the request was admitted
 

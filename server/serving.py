@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import logging
 import time
+from contextlib import aclosing
 from typing import AsyncIterator, Protocol
 
 from fastapi import Request
@@ -30,34 +31,72 @@ log = logging.getLogger(__name__)
 
 
 async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncIterator[ChoiceEvent]:
-    """Generate every choice in turn (the caller holds a running slot); yields text as tokens are verified."""
-    for prompt_index, prompt_ids in enumerate(job.prompts):
-        scored = None
-        for j in range(job.n):
-            sampling = job.sampling
-            if sampling.seed is not None and j:
-                # distinct but reproducible seeds for the n choices of one prompt
-                sampling = dataclasses.replace(sampling, seed=sampling.seed + j)
-            # the prompt is scored once, by its first choice
-            choice = TextGeneration(runtime, prompt_ids, job, sampling, outcome.speculative,
-                                    score_prompt=job.prompt_logprobs and j == 0, count_prompt=j == 0)
-            index = prompt_index * job.n + j
-            if scored is not None:
-                outcome.scored_prompts[index] = scored
-                yield ChoiceEvent(index, "", None, scored_prompt=scored)
-            async for text, tokens in choice:
-                if choice.scored_prompt is not None and scored is None:
-                    scored = outcome.scored_prompts[index] = choice.scored_prompt
-                    yield ChoiceEvent(index, "", None, scored_prompt=scored)
-                if text or tokens:
-                    yield ChoiceEvent(index, text, None, tokens)
-            if j == 0:
-                outcome.prompt_tokens += len(prompt_ids)  # usage counts a prompt once, as OpenAI does, whatever n
-            outcome.completion_tokens += choice.completion_tokens
-            outcome.finish_reasons.append(choice.finish_reason)
-            if choice.stats is not None:
-                outcome.stats.merge(choice.stats)
-            yield ChoiceEvent(index, "", choice.finish_reason)
+    """Generate every choice of every prompt at once (the caller holds a running slot): the engine batches them
+    into its steps, so n choices or a list of prompts cost about what one does on a machine with room in its
+    batch. Yields text as tokens are verified; choices interleave, each choice's events in order."""
+    choices = [(prompt_index, j) for prompt_index in range(len(job.prompts)) for j in range(job.n)]
+    outcome.finish_reasons = [""] * len(choices)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    # echo with logprobs: a prompt is scored once, by its first choice; the others wait for it, then reuse it
+    scored_prompts = {p: loop.create_future() for p in range(len(job.prompts))} if job.prompt_logprobs else {}
+
+    async def run_choice(prompt_index: int, j: int) -> None:
+        index, prompt_ids, sampling = prompt_index * job.n + j, job.prompts[prompt_index], job.sampling
+        if sampling.seed is not None and j:
+            # distinct but reproducible seeds for the n choices of one prompt
+            sampling = dataclasses.replace(sampling, seed=sampling.seed + j)
+        scorer = job.prompt_logprobs and j == 0
+        if job.prompt_logprobs and not scorer:
+            scored = outcome.scored_prompts[index] = await scored_prompts[prompt_index]
+            events.put_nowait(ChoiceEvent(index, "", None, scored_prompt=scored))
+        choice = TextGeneration(runtime, prompt_ids, job, sampling, outcome.speculative, score_prompt=scorer,
+                                count_prompt=j == 0)
+        async for text, tokens in choice:
+            if scorer and choice.scored_prompt is not None and index not in outcome.scored_prompts:
+                outcome.scored_prompts[index] = choice.scored_prompt
+                scored_prompts[prompt_index].set_result(choice.scored_prompt)
+                events.put_nowait(ChoiceEvent(index, "", None, scored_prompt=choice.scored_prompt))
+            if text or tokens:
+                events.put_nowait(ChoiceEvent(index, text, None, tokens))
+        if scorer and not scored_prompts[prompt_index].done():
+            raise errors.internal("the prompt was not scored")
+        if j == 0:
+            outcome.prompt_tokens += len(prompt_ids)  # usage counts a prompt once, as OpenAI does, whatever n
+        outcome.completion_tokens += choice.completion_tokens
+        outcome.finish_reasons[index] = choice.finish_reason
+        if choice.stats is not None:
+            outcome.stats.merge(choice.stats)
+        events.put_nowait(ChoiceEvent(index, "", choice.finish_reason))
+
+    async def reporting(prompt_index: int, j: int) -> None:
+        try:
+            await run_choice(prompt_index, j)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # handed to the consumer, which stops every choice
+            events.put_nowait(error)
+        else:
+            events.put_nowait(_CHOICE_DONE)
+
+    tasks = [asyncio.create_task(reporting(prompt_index, j)) for prompt_index, j in choices]
+    try:
+        running = len(tasks)
+        while running:
+            item = await events.get()
+            if item is _CHOICE_DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:  # the client left, or a choice failed: stop the others (each cancels its engine sequence)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_CHOICE_DONE = object()
 
 
 class Formatter(Protocol):
@@ -84,9 +123,10 @@ async def respond(runtime: Runtime, request: Request, job: Job, formatter: Forma
 
         async def collect() -> dict[int, str]:
             texts: dict[int, list[str]] = collections.defaultdict(list)
-            async for event in run_job(runtime, job, outcome):
-                texts[event.index].append(event.text)
-                tokens[event.index].extend(event.tokens)
+            async with aclosing(run_job(runtime, job, outcome)) as events:
+                async for event in events:
+                    texts[event.index].append(event.text)
+                    tokens[event.index].extend(event.tokens)
             return {index: "".join(parts) for index, parts in texts.items()}
 
         try:
@@ -111,10 +151,11 @@ async def respond(runtime: Runtime, request: Request, job: Job, formatter: Forma
         try:
             for chunk in formatter.opening():
                 yield sse(chunk)
-            async for event in run_job(runtime, job, outcome):
-                chunk = formatter.chunk(event)
-                if chunk is not None:
-                    yield sse(chunk)
+            async with aclosing(run_job(runtime, job, outcome)) as events:
+                async for event in events:
+                    chunk = formatter.chunk(event)
+                    if chunk is not None:
+                        yield sse(chunk)
             if include_usage:
                 yield sse(formatter.usage_chunk(outcome))
             reason = outcome.finish_reason

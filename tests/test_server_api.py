@@ -210,6 +210,22 @@ def test_n_prompt_lists_and_echo(spec):
     assert all(len(r) == 1 for r in reasons)
 
 
+def test_the_choices_of_one_request_run_in_one_batch_and_each_equals_itself_alone(spec):
+    client, prompts = spec.client(), ["def add(a, b):", "The sky is"]
+    common = dict(model=MODEL, max_tokens=16, temperature=0.8, extra_body={"speculative": {"enabled": False}})
+    before = spec.metrics()
+    together = client.completions.create(prompt=prompts, n=2, seed=11, **common)
+    after = spec.metrics()
+    steps = metric(after, "fastdraft:engine_batch_size_count") - metric(before, "fastdraft:engine_batch_size_count")
+    alone_steps = (metric(after, "fastdraft:engine_batch_size_bucket", le="1.0")
+                   - metric(before, "fastdraft:engine_batch_size_bucket", le="1.0"))
+    assert steps - alone_steps >= 10, f"only {steps - alone_steps} of {steps} steps carried more than one choice"
+    for index, choice in enumerate(together.choices):  # choice j of a prompt samples with seed + j
+        prompt_index, j = divmod(index, 2)
+        alone = client.completions.create(prompt=prompts[prompt_index], seed=11 + j, **common).choices[0]
+        assert (choice.text, choice.finish_reason) == (alone.text, alone.finish_reason), index
+
+
 def test_completion_logprobs(spec):
     client = spec.client()
     kwargs = dict(model=MODEL, prompt=PROMPT, max_tokens=24, temperature=0, logprobs=2)
@@ -527,7 +543,7 @@ def test_metrics_parse_and_move(spec):
     assert metric(after, "fastdraft:model_info", target=MODEL, ready="true") == 1
     assert ("fastdraft:spec_decode_current_k", ()) in after
     assert delta("fastdraft:requests_total", status="400") == 0
-    # n choices read their prompt once (the later choices reuse its cached blocks), as usage counts it
+    # n choices count their prompt once on /metrics, as usage does
     before = spec.metrics()
     result = spec.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, n=2)
     after = spec.metrics()
