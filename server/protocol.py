@@ -23,7 +23,7 @@ from server import errors
 
 MAX_METADATA = 16  # OpenAI's limits on `metadata`: 16 pairs, keys up to 64 characters, values up to 512
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
-MAX_N = 8  # choices per request; each runs in the request's one engine session, one after the other
+MAX_N = 8  # choices per prompt; all choices of a request run at once, batched by the engine
 MAX_STOP = 4  # OpenAI's limit on stop sequences
 
 # OpenAI parameters we accept only at a value that changes nothing; anything else is a 400.

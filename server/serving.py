@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 
 
 async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncIterator[ChoiceEvent]:
-    """Generate every choice of every prompt at once (the caller holds a running slot): the engine batches them
+    """Generate the choices of every prompt together (the caller holds a running slot): the engine batches them
     into its steps, so n choices or a list of prompts cost about what one does on a machine with room in its
-    batch. Yields text as tokens are verified; choices interleave, each choice's events in order."""
+    batch. At most the engine's batch limit run at once; the rest start, in order, as those end. Yields text as
+    tokens are verified; choices interleave, each choice's events in order."""
     choices = [(prompt_index, j) for prompt_index in range(len(job.prompts)) for j in range(job.n)]
     outcome.finish_reasons = [""] * len(choices)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
+    batch_room = asyncio.Semaphore(runtime.engine.config.max_running)  # wakes its waiters first come, first served
     # echo with logprobs: a prompt is scored once, by its first choice; the others wait for it, then reuse it
     scored_prompts = {p: loop.create_future() for p in range(len(job.prompts))} if job.prompt_logprobs else {}
 
@@ -71,7 +73,8 @@ async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncItera
 
     async def reporting(prompt_index: int, j: int) -> None:
         try:
-            await run_choice(prompt_index, j)
+            async with batch_room:
+                await run_choice(prompt_index, j)
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # handed to the consumer, which stops every choice

@@ -211,7 +211,8 @@ def test_n_prompt_lists_and_echo(spec):
 
 
 def test_the_choices_of_one_request_run_in_one_batch_and_each_equals_itself_alone(spec):
-    client, prompts = spec.client(), ["def add(a, b):", "The sky is"]
+    # 3 prompts x n=2 on a server whose batch holds 4: four start at once, the other two as those end
+    client, prompts = spec.client(), ["def add(a, b):", "The sky is", "Once upon a time"]
     common = dict(model=MODEL, max_tokens=16, temperature=0.8, extra_body={"speculative": {"enabled": False}})
     before = spec.metrics()
     together = client.completions.create(prompt=prompts, n=2, seed=11, **common)
