@@ -114,8 +114,6 @@ class DraftModelProposer:
                 draft.ids.append(token)
                 if q is not None:
                     q_rows[index].append(q)
-                if slot.keep_drafting is not None:
-                    draft.confidences.append(probability)
                 if position + 1 >= slot.k or (slot.keep_drafting is not None
                                               and not slot.keep_drafting(position, probability)):
                     continue  # this token is still offered (its cost is paid); the next draft call is saved

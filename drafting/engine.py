@@ -31,14 +31,13 @@ import numpy as np
 
 from drafting.adaptive import Acceptance, DecodingSequence, DraftLengthPolicy
 from drafting.blocks import BlockTable
-from drafting.confidence import ConfidenceCalibration, keep_drafting_rule
 from drafting.cost_model import StepCostModel
 from drafting.errors import ContextLengthError
 from drafting.logprobs import TokenLogprob, token_logprobs
 from drafting.paged_model import PagedBatch, PagedCausalLM
 from drafting.proposer import Draft, DraftSlot, Proposer
 from drafting.rejection import verify, verify_coupled, verify_greedy
-from drafting.request import MAX_DRAFT_TOKENS, GenerationRequest, GenerationResult, TokenGroup
+from drafting.request import GenerationRequest, GenerationResult, TokenGroup
 from drafting.scheduler import Scheduler, StepPlan
 from drafting.seeded_noise import SeededNoise
 from drafting.stats import GenerationStats, StepStats
@@ -56,8 +55,6 @@ class EngineConfig:
     max_step_tokens: int = MAX_STEP_TOKENS
     # drafting is turned off while more than this many sequences run (None: the cost-driven policy decides)
     speculative_max_concurrency: int | None = None
-    # adaptive: stop a draft inside the step when the draft is unsure of its token (drafting/confidence.py)
-    confidence_stop: bool = True
 
 
 @dataclass
@@ -118,7 +115,6 @@ class Engine:
         self.pool = target.pool
         self.costs = StepCostModel(draft_model=hasattr(proposer, "call_seconds"))
         self.policy = DraftLengthPolicy(self.costs)
-        self.confidence = ConfidenceCalibration()
         self.scheduler = Scheduler(self.pool, self.config.max_running, self.config.max_step_tokens)
         self.step_listeners: list[Callable[[StepReport], None]] = []
         self.steps = 0
@@ -153,7 +149,6 @@ class Engine:
         if hasattr(proposer, "call_seconds") != self.costs.draft_model:
             self.costs = StepCostModel(draft_model=hasattr(proposer, "call_seconds"))
             self.policy = DraftLengthPolicy(self.costs)
-        self.confidence = ConfidenceCalibration()
         self.proposer = proposer
 
     def forget_cached_prefixes(self) -> None:
@@ -324,7 +319,6 @@ class Engine:
         for i, sequence in enumerate(decoding):
             if sequence.proposer is not None and plan.room[sequence.id] > 0:
                 groups.setdefault(id(sequence.proposer), []).append(i)
-        fed = sum(plan.chunk.values()) + sum(1 + plan.draft_lengths[s.id] for s in decoding)  # the planned call
         start = time.perf_counter()
         for indices in groups.values():
             proposer = decoding[indices[0]].proposer
@@ -332,30 +326,14 @@ class Engine:
             for i in indices:
                 sequence = decoding[i]
                 limit = plan.room[sequence.id]
-                k = min(plan.draft_lengths[sequence.id], limit)
-                keep_drafting = self._keep_drafting(sequence, fed) if k > 1 else None
-                slots.append(DraftSlot(sequence.id, sequence.context, k, limit, sequence.request.sampling,
-                                       sequence.rng, sequence.noise, keep_drafting))
+                slots.append(DraftSlot(sequence.id, sequence.context, min(plan.draft_lengths[sequence.id], limit),
+                                       limit, sequence.request.sampling, sequence.rng, sequence.noise))
             for i, slot, draft in zip(indices, slots, proposer.propose(slots)):
                 assert len(draft.ids) <= slot.limit, (len(draft.ids), slot.limit)
                 drafts[i] = draft
             if hasattr(proposer, "call_seconds") and proposer is self.proposer:
                 self.costs.observe_draft(proposer.call_seconds, proposer.call_sequences)
         return drafts, time.perf_counter() - start
-
-    def _keep_drafting(self, sequence: Sequence, fed_tokens: int) -> Callable[[int, float], bool] | None:
-        """Under the cost-driven policy, the within-step stop of drafting/confidence.py (None: draft all of k)."""
-        if not self.config.confidence_stop or not self._is_adaptive(sequence.request) or not self.costs.target.seen:
-            return None
-        policy, costs = self.policy, self.costs
-
-        def position_rate(position: int) -> float:
-            if position >= MAX_DRAFT_TOKENS:
-                return 0.0
-            return sequence.acceptance.rate(position, policy.engine_acceptance)
-
-        marginal = costs.target_seconds(fed_tokens) - costs.target_seconds(fed_tokens - 1)
-        return keep_drafting_rule(self.confidence, position_rate, marginal, policy.last_rate)
 
     def _copy_room(self, sequence: Sequence, fed_tokens: int) -> int:
         """The longest copy a draft + lookup proposer may offer this sequence (even when the model does not draft):
@@ -393,8 +371,6 @@ class Engine:
         logprobs, target_top = self._score_emitted(sequence.request, logits, new_tokens)
         if draft.ids and not draft.copied:
             self.policy.observe(sequence.acceptance, len(draft.ids), accepted)
-            if draft.confidences:
-                self.confidence.observe(draft.confidences, accepted)
         elif draft.copied:
             self.policy.observe_copy(len(draft.ids), accepted)
         step = StepStats(len(draft.ids), accepted, len(new_tokens), draft_seconds if draft.ids else 0.0, target_seconds)

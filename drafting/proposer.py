@@ -40,7 +40,6 @@ class Draft:
     ids: list[int] = field(default_factory=list)
     q: np.ndarray | None = None  # [len(ids), target vocab] draft distributions for rejection sampling; None: point masses
     copied: bool = False  # a copy from the context (prompt lookup): free to make, ignores k
-    confidences: list[float] = field(default_factory=list)  # the draft's probability of each id (when asked)
 
 
 class Proposer(Protocol):

@@ -21,7 +21,6 @@ only), with the proposer `fastdraft serve` builds from the same flags: a draft p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -63,9 +62,6 @@ def register(subparsers) -> None:
                              "(drafting/draft_with_lookup.py, copies up to --copy-tokens), whatever "
                              "--draft-with-lookup says")
     add_alias(parser, "--with-lookup", "--compare-lookup", dest="compare_lookup", nargs=0, const=True)
-    parser.add_argument("--compare-confidence-stop", action="store_true",
-                        help="with --adaptive: also adaptive without the within-step stop on the draft's confidence "
-                             "(drafting/confidence.py), side by side")
     parser.add_argument("--json", dest="json_out", help="write all measurements to this JSON file")
     parser.set_defaults(func=run, finish=lambda args: finish(parser, args))
 
@@ -171,11 +167,6 @@ def build_configs(args, target, draft, engine, eos_ids) -> list[tuple[str, objec
             configs.append((f"{name} k={k}", _ours(spec_engine, {"num_draft_tokens": k, "adaptive": False})))
         if args.adaptive:
             configs.append((f"{name} adaptive", _ours(spec_engine, {"adaptive": True})))
-            if args.compare_confidence_stop:
-                without = Engine(spec_engine.target, spec_engine.proposer,
-                                 dataclasses.replace(spec_engine.config, confidence_stop=False),
-                                 eos_token_ids=spec_engine.eos_token_ids)
-                configs.append((f"{name} adaptive, no confidence stop", _ours(without, {"adaptive": True})))
 
     def engine_for(proposer):  # the loaded engine if it runs this proposer, else one on the same compiled target
         if proposer is engine.proposer:

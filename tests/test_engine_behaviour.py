@@ -264,17 +264,3 @@ def test_token_logprobs_match_a_full_log_softmax_and_sort(vocab):
         expected = np.sort(row)[::-1][:min(8, vocab)]
         np.testing.assert_allclose([value for _, value in lp.top], expected, atol=1e-4)
         assert all(row[i] == pytest.approx(v, abs=1e-4) for i, v in lp.top) and len({i for i, _ in lp.top}) == len(lp.top)
-
-
-@pytest.mark.parametrize("confidence_stop", [True, False])
-def test_adaptive_drafting_calibrates_the_drafts_confidence_and_stays_exact(target, tiny_models, confidence_stop):
-    """Under the cost-driven policy the draft reports its probability for each token and the engine learns
-    what those probabilities mean (drafting/confidence.py); greedy output is the target's either way."""
-    engine = Engine(target, DraftModelProposer(draft_model(tiny_models), target.vocab_size),
-                    EngineConfig(adaptive=True, confidence_stop=confidence_stop))
-    plain = Engine(target, None, EngineConfig())
-    for offset in range(3):
-        request = GenerationRequest(prompt_ids=[t + offset for t in PROMPT], max_new_tokens=32)
-        assert engine.generate_all(request).token_ids == plain.generate_all(request).token_ids
-    observed = sum(engine.confidence.reached)
-    assert (observed > 0) == confidence_stop, observed

@@ -137,32 +137,3 @@ def test_copies_are_cut_where_their_verify_rows_do_not_pay():
     assert steep.copy_room(8, fed_tokens=1) < 3, "a compute-bound verify pays only for likely copied tokens"
     sure = policy_with(costs_of(0.118, 0.030), [0.97])
     assert sure.copy_room(8, fed_tokens=1) > steep.copy_room(8, fed_tokens=1)
-
-
-def test_confidence_calibration_learns_acceptance_per_probability_bin():
-    from drafting.confidence import ConfidenceCalibration
-
-    calibration = ConfidenceCalibration()
-    assert calibration.rate(0.15) is None  # nothing seen: no opinion
-    for _ in range(40):
-        calibration.observe([0.95, 0.15, 0.9], num_accepted=1)  # the sure token accepted, the unsure one not
-    assert calibration.rate(0.95) > 0.9 and calibration.rate(0.15) < 0.1
-    # the third token came after a rejection: never reached, never counted (its bin holds the first token's)
-    assert calibration.reached[9] == calibration.reached[1] and calibration.rate(0.55) is None
-
-
-def test_keep_drafting_stops_after_an_unsure_token_and_goes_on_after_sure_ones():
-    from drafting.confidence import ConfidenceCalibration, keep_drafting_rule
-
-    calibration = ConfidenceCalibration()
-    for _ in range(40):
-        calibration.observe([0.95, 0.15], num_accepted=1)
-    rule = lambda: keep_drafting_rule(calibration, lambda position: 0.7, marginal_verify_seconds=0.01,
-                                      tokens_per_second=40.0)  # a row must bring 0.4 expected tokens
-    sure = rule()
-    assert sure(0, 0.95) and sure(1, 0.97)  # chance 0.97 then 0.94, times 0.7 > 0.4
-    unsure = rule()
-    assert not unsure(0, 0.15)  # chance ~0.02: the next row would bring ~0.01 tokens
-    untrained = keep_drafting_rule(ConfidenceCalibration(), lambda position: 0.7, 0.01, 40.0)
-    # no calibration yet: the position's rate, as the policy's own trim rule: 0.7 * 0.7 = 0.49 > 0.4, then 0.34
-    assert untrained(0, 0.15) and not untrained(1, 0.15)
