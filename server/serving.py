@@ -55,7 +55,7 @@ async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncItera
         choice = TextGeneration(runtime, prompt_ids, job, sampling, outcome.speculative, score_prompt=scorer,
                                 count_prompt=j == 0)
         async for text, tokens in choice:
-            if scorer and choice.scored_prompt is not None and index not in outcome.scored_prompts:
+            if scorer and choice.scored_prompt is not None and not scored_prompts[prompt_index].done():
                 outcome.scored_prompts[index] = choice.scored_prompt
                 scored_prompts[prompt_index].set_result(choice.scored_prompt)
                 events.put_nowait(ChoiceEvent(index, "", None, scored_prompt=choice.scored_prompt))
@@ -69,7 +69,7 @@ async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncItera
         outcome.finish_reasons[index] = choice.finish_reason
         if choice.stats is not None:
             outcome.stats.merge(choice.stats)
-        events.put_nowait(ChoiceEvent(index, "", choice.finish_reason))
+        events.put_nowait(ChoiceEvent(index, "", choice.finish_reason))  # its last event
 
     async def reporting(prompt_index: int, j: int) -> None:
         try:
@@ -79,27 +79,21 @@ async def run_job(runtime: Runtime, job: Job, outcome: JobOutcome) -> AsyncItera
             raise
         except BaseException as error:  # handed to the consumer, which stops every choice
             events.put_nowait(error)
-        else:
-            events.put_nowait(_CHOICE_DONE)
 
     tasks = [asyncio.create_task(reporting(prompt_index, j)) for prompt_index, j in choices]
     try:
         running = len(tasks)
         while running:
             item = await events.get()
-            if item is _CHOICE_DONE:
-                running -= 1
-            elif isinstance(item, BaseException):
+            if isinstance(item, BaseException):
                 raise item
-            else:
-                yield item
+            if item.finish_reason is not None:
+                running -= 1
+            yield item
     finally:  # the client left, or a choice failed: stop the others (each cancels its engine sequence)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-_CHOICE_DONE = object()
 
 
 class Formatter(Protocol):
