@@ -2,9 +2,17 @@
 
 Verification cost depends on the machine: on AVX-512/AMX CPUs a 4-token call of a 1.5B model costs about
 what a 1-token call does, on AVX2-only CPUs ~1.8x, and batching several sequences into one call moves
-the balance again. So nothing here is assumed: the target's call time is learned per number of tokens fed
-(an exponential moving average for each count seen, linear between and beyond them), and the draft's per
-call by the number of sequences it drafts for.
+the balance again. So nothing here is assumed: the target's call time is learned per number of tokens fed,
+the draft's per call by the tokens it feeds (a step's first draft call also catches up on what the target
+accepted, the later ones feed one token per drafting sequence).
+
+The machine's speed is not steady (on a shared VM a 1-token call of the 1.5B took 135 ms one minute and
+410 ms the next), and a policy only ever measures what it chose. A moving average per count would keep
+the price of a count from whenever it was last chosen: a count measured in a slow spell looks expensive
+long after the spell ends, and is then never chosen again to correct it. So a curve is two factors:
+seconds(x) = speed x shape(x). The speed follows every call; the shape moves only on consecutive calls of
+different counts (their time ratio, taken seconds apart, is what the machine's drift cannot touch).
+What each part is worth under a shared VM's noise: `python -m drafting.policy_simulation`.
 
 Boundary: seconds and counts only.
 """
@@ -12,52 +20,144 @@ Boundary: seconds and counts only.
 from __future__ import annotations
 
 import bisect
+import math
 
-DECAY = 0.8  # weight of history in each moving average
-# before two token counts have been seen, a token beyond the first is assumed to cost this fraction of a
+SPEED_RATE = 0.3  # weight of one call in the machine's current speed
+SHAPE_RATE = 0.1  # weight of one pair of consecutive calls in the ratio of their counts' costs, once
+# a count has a few: before that its first calls are averaged (1/n each)
+# a call this far from what the curve expects (log seconds: x1.4) says more about the machine than about its
+# count (another process's burst: 3x happens here), so it moves the speed but prices no count; the policy
+# reacts to such calls (switching count), so letting them in would bias exactly the counts it switches to
+OUTLIER = 0.35
+TRUSTED = 3  # calls that price a count before its price judges the next call of it
+LINEAR_MAX = 32  # up to this many tokens fed, a call's cost is fitted as a line (see _Curve._refit)
+MAX_WEIGHT = 100  # calls a count's price counts for, at most, in the fit
+# before two counts have been seen, a token beyond the first is assumed to cost this fraction of a
 # one-token call (between the flat AVX-512 case and the AVX2 case); the engine's probes replace it quickly
 PRIOR_PER_TOKEN_FRACTION = 0.1
+# beyond the counts measured a token costs at least this fraction of the call (the flat AVX-512 case): where the
+# last measured counts happen to fit flat, more tokens must still not look free
+MIN_PER_TOKEN_FRACTION = 0.01
+# what a step's first draft call feeds per sequence, usually: the target's correction and the last accepted
+# draft (the draft never fed its own last proposal)
+CATCH_UP_TOKENS = 2
 
 
 class _Curve:
-    """seconds(x) from measured points: a moving average per x, piecewise linear elsewhere."""
+    """seconds(x) from measured calls: log seconds = log speed + log shape(x), shape monotone in x."""
 
     def __init__(self) -> None:
+        self._log_shape: dict[int, float] = {}  # per count seen, its cost relative to the speed
+        self._seen: dict[int, int] = {}  # per count, the calls that have priced it
+        self._log_speed = 0.0
+        self._last: tuple[int, float] | None = None  # (x, log seconds) of the last call, if not an outlier
         self._xs: list[int] = []
-        self._ys: dict[int, float] = {}
+        self._fitted: list[float] = []  # shape at _xs, made non-decreasing
+        self._stale = False  # prices changed since the fit (refitted when next read: once a step, not per call)
 
     def observe(self, x: int, seconds: float) -> None:
-        if x not in self._ys:
-            bisect.insort(self._xs, x)
-            self._ys[x] = seconds
+        y = math.log(max(seconds, 1e-9))
+        shape, seen = self._log_shape, self._seen
+        typical = True
+        if not shape:
+            shape[x], self._log_speed = 0.0, y
+            seen[x] = 1
+        elif x not in shape:
+            self._fit()
+            # first sight: against the speed the last calls measured, kept between the counts beside it (one
+            # call in a burst would otherwise price a count above a longer one, and it may not run again soon)
+            below = [self._fitted[i] for i, known in enumerate(self._xs) if known < x][-1:]
+            above = [self._fitted[i] for i, known in enumerate(self._xs) if known > x][:1]
+            value = y - self._log_speed
+            if above:
+                value = min(value, math.log(above[0]))
+            if below:
+                value = max(value, math.log(below[0]))
+            shape[x] = value
+            seen[x] = 1
         else:
-            self._ys[x] = DECAY * self._ys[x] + (1 - DECAY) * seconds
+            # (a count priced only once or twice may itself be what is off: it is not judged by its own price)
+            typical = seen[x] < TRUSTED or abs(y - self._log_speed - shape[x]) < OUTLIER
+            if typical and self._last is not None and self._last[0] != x:
+                last_x, last_y = self._last
+                error = (y - last_y) - (shape[x] - shape[last_x])
+                # each end moves by its own rate, the less known one more: a new count learns from a known one
+                rate, last_rate = (max(SHAPE_RATE, 1 / (1 + seen[c])) for c in (x, last_x))
+                shape[x] += error * rate * rate / (rate + last_rate)
+                shape[last_x] -= error * last_rate * last_rate / (rate + last_rate)
+                seen[x] += 1
+                seen[last_x] += 1
+        self._log_speed += SPEED_RATE * (y - shape[x] - self._log_speed)
+        self._last = (x, y) if typical else None
+        self._stale = True
+
+    def _fit(self) -> None:
+        if self._stale:
+            self._refit()
+            self._stale = False
+
+    def _refit(self) -> None:
+        """The curve the policy reads, from the counts' prices.
+
+        Up to LINEAR_MAX tokens a call is a line in the tokens fed (reading the weights, plus a share of compute
+        per token), fitted with each count weighted by the calls that priced it: a count the policy seldom
+        chooses, priced by a few calls (some in bursts), cannot bend the curve. Beyond, where prompt chunks
+        share the call, counts keep their own prices. The whole is then made monotone (pool adjacent violators,
+        weighted the same way): a call never gets cheaper by feeding more."""
+        xs = self._xs = sorted(self._log_shape)
+        prices = [math.exp(self._log_shape[x]) for x in xs]
+        weights = [float(min(self._seen[x], MAX_WEIGHT)) for x in xs]
+        small = [i for i, x in enumerate(xs) if x <= LINEAR_MAX]
+        if len(small) >= 2:
+            total = sum(weights[i] for i in small)
+            mean_x = sum(weights[i] * xs[i] for i in small) / total
+            mean_y = sum(weights[i] * prices[i] for i in small) / total
+            spread = sum(weights[i] * (xs[i] - mean_x) ** 2 for i in small)
+            slope = sum(weights[i] * (xs[i] - mean_x) * (prices[i] - mean_y) for i in small) / spread
+            intercept = mean_y - slope * mean_x
+            if slope < 0:  # noise: a call never gets cheaper by feeding more
+                slope, intercept = 0.0, mean_y
+            for i in small:
+                prices[i] = intercept + slope * xs[i]
+        blocks: list[list[float]] = []  # [weighted sum, weight, counts pooled] of pooled neighbours
+        for price, weight in zip(prices, weights):
+            blocks.append([weight * price, weight, 1])
+            while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+                total, weight, count = blocks.pop()
+                blocks[-1][0] += total
+                blocks[-1][1] += weight
+                blocks[-1][2] += count
+        self._fitted = [max(1e-9, total / weight) for total, weight, count in blocks for _ in range(int(count))]
 
     @property
     def seen(self) -> bool:
-        return bool(self._xs)
+        return bool(self._log_shape)
 
     def __call__(self, x: float) -> float:
-        xs, ys = self._xs, self._ys
+        self._fit()
+        xs, ys = self._xs, self._fitted
         assert xs, "no measurement yet"
+        speed = math.exp(self._log_speed)
         if len(xs) == 1:
             x0 = xs[0]
-            return ys[x0] * (1 + PRIOR_PER_TOKEN_FRACTION * (x - x0) / max(x0, 1))
+            return speed * ys[0] * (1 + PRIOR_PER_TOKEN_FRACTION * (x - x0) / max(x0, 1))
         i = bisect.bisect_left(xs, x)
         if i < len(xs) and xs[i] == x:
-            return ys[x]
+            return speed * ys[i]
         lo, hi = (i - 1, i) if 0 < i < len(xs) else ((0, 1) if i == 0 else (len(xs) - 2, len(xs) - 1))
         x0, x1 = xs[lo], xs[hi]
-        slope = max(0.0, (ys[x1] - ys[x0]) / (x1 - x0))  # a call never gets cheaper by feeding more
-        anchor = x1 if x > x1 else x0  # beyond the last point: from the last point
-        return max(1e-6, ys[anchor] + slope * (x - anchor))
+        slope = (ys[hi] - ys[lo]) / (x1 - x0)  # >= 0: the fit is monotone
+        anchor = hi if x > x1 else lo  # beyond the last point: from the last point
+        if not x0 < x < x1:
+            slope = max(slope, MIN_PER_TOKEN_FRACTION * ys[anchor])
+        return max(1e-6, speed * (ys[anchor] + slope * (x - xs[anchor])))
 
 
 class StepCostModel:
     def __init__(self, draft_model: bool = True) -> None:
         self.draft_model = draft_model  # False: the proposer makes its drafts without model calls (prompt lookup)
         self.target = _Curve()  # tokens fed in one target call -> seconds
-        self.draft = _Curve()  # sequences in one draft call (after the first of a step) -> seconds
+        self.draft = _Curve()  # tokens fed in one draft call -> seconds
 
     @property
     def ready(self) -> bool:
@@ -66,16 +166,16 @@ class StepCostModel:
     def observe_target(self, tokens: int, seconds: float) -> None:
         self.target.observe(tokens, seconds)
 
-    def observe_draft(self, call_seconds: list[float], sequences: list[int]) -> None:
-        """One step's draft calls; the first also fed what the draft had not seen, so it is left out."""
-        for seconds, count in list(zip(call_seconds, sequences))[1:]:
-            self.draft.observe(count, seconds)
+    def observe_draft(self, call_seconds: list[float], call_tokens: list[int]) -> None:
+        """One step's draft calls: seconds and tokens fed, each."""
+        for seconds, tokens in zip(call_seconds, call_tokens):
+            self.draft.observe(tokens, seconds)
 
     def target_seconds(self, tokens: int) -> float:
         return self.target(tokens)
 
     def draft_seconds(self, calls: int, sequences: int) -> float:
-        """calls draft calls for `sequences` sequences (the first call's catch-up costs about one call more)."""
-        if calls <= 0 or sequences <= 0:
+        """calls draft calls for `sequences` sequences: the first catches up, the rest feed one token each."""
+        if calls <= 0 or sequences <= 0 or not self.draft.seen:
             return 0.0
-        return (calls + 1) * self.draft(sequences) if self.draft.seen else 0.0
+        return self.draft(CATCH_UP_TOKENS * sequences) + (calls - 1) * self.draft(sequences)

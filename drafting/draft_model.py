@@ -58,9 +58,9 @@ class DraftModelProposer:
             self._row_targets[:self.draft_to_target.size] = self.draft_to_target
         self._sequences: dict[int, _DraftSequence] = {}
         self.calls = 0  # draft model calls made (tests: a proposer at k = 0 must not run the model)
-        # the last propose()'s calls: seconds each and sequences in each (the engine's cost model reads them)
+        # the last propose()'s calls: seconds each and tokens fed in each (the engine's cost model reads them)
         self.call_seconds: list[float] = []
-        self.call_sequences: list[int] = []
+        self.call_tokens: list[int] = []
 
     def release(self, seq_id: int) -> None:
         sequence = self._sequences.pop(seq_id, None)
@@ -99,12 +99,12 @@ class DraftModelProposer:
             sequence.fed.extend(context[kept:])
             active.append(index)
         position = 0
-        self.call_seconds, self.call_sequences = [], []
+        self.call_seconds, self.call_tokens = [], []
         while active:
             start = time.perf_counter()
             logits = self.model.forward(batch)  # [len(active), draft vocab]
             self.call_seconds.append(time.perf_counter() - start)
-            self.call_sequences.append(len(active))
+            self.call_tokens.append(sum(len(tokens) for tokens in batch.tokens))
             self.calls += 1
             batch = PagedBatch([], [], [], [])
             still: list[int] = []

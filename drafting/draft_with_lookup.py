@@ -56,8 +56,8 @@ class DraftWithLookupProposer:
         return self.draft.call_seconds
 
     @property
-    def call_sequences(self) -> list[int]:
-        return self.draft.call_sequences
+    def call_tokens(self) -> list[int]:
+        return self.draft.call_tokens
 
     def release(self, seq_id: int) -> None:
         self.draft.release(seq_id)

@@ -332,7 +332,7 @@ class Engine:
                 assert len(draft.ids) <= slot.limit, (len(draft.ids), slot.limit)
                 drafts[i] = draft
             if hasattr(proposer, "call_seconds") and proposer is self.proposer:
-                self.costs.observe_draft(proposer.call_seconds, proposer.call_sequences)
+                self.costs.observe_draft(proposer.call_seconds, proposer.call_tokens)
         return drafts, time.perf_counter() - start
 
     def _copy_room(self, sequence: Sequence, fed_tokens: int) -> int:
