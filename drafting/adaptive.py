@@ -22,7 +22,7 @@ engine-wide ones (a prior worth PRIOR_WEIGHT observations), so a new sequence st
 has seen and then follows its own text; while it does not draft, its own counts fade back towards them.
 
 The policy only learns what it runs, so it probes: every PROBE_EVERY steps one sequence drafts one token
-more than chosen, and the next time one fewer. How close this comes to the best fixed k on machines
+more than chosen, and the next time one fewer or the step runs plain. How close this comes to the best fixed k on machines
 with flat and compute-bound verification, with a weak, a strong and a useless draft, under the timing
 noise of a shared VM: `python -m drafting.policy_simulation`.
 """
@@ -37,8 +37,10 @@ from drafting.request import MAX_DRAFT_TOKENS
 MAX_K = 8  # the longest draft the policy considers
 DECAY = 0.9  # weight of history in a sequence's acceptance counts
 PRIOR_WEIGHT = 8.0  # the engine-wide acceptance counts as this many observations of a new sequence
-# every PROBE_EVERY steps one sequence tries one token more than chosen, and the next time one token fewer (k = 1
-# when drafting is off): the cost model prices only what is run, so the counts beside the choice must keep being run
+# every PROBE_EVERY steps one sequence tries one token more than chosen; every other time one token fewer, or
+# the whole step runs plain: the cost model prices only what is run, and in a batch plain decoding lies many
+# tokens below the choice (4 sequences at k = 1 feed 8 tokens, plain 4), so a slope learnt near the choice
+# alone can make drafting look cheaper than plain for good
 PROBE_EVERY = 16
 # a sequence that does not draft fades its own acceptance counts by this per step, back towards the
 # engine-wide rates: else a few early rejections switch it off for good, since off it observes nothing
@@ -154,8 +156,10 @@ class DraftLengthPolicy:
             i = probe % len(sequences)
             if probe % 2 == 0:
                 ks[i] = min(ks[i] + 1, rooms[i])
-            elif ks[i] > 0:  # (off, there is nothing below to measure: up-probes only, half as often)
+            elif probe % 4 == 1 and ks[i] > 0:  # (off, there is nothing below to measure: up-probes only)
                 ks[i] -= 1
+            elif probe % 4 == 3:  # a plain step: what every choice is weighed against, however far it lies
+                ks = [0] * len(ks)
         for sequence, k in zip(sequences, ks):
             if k == 0:
                 sequence.acceptance.fade(IDLE_FADE)

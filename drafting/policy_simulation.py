@@ -1,6 +1,7 @@
 """The draft-length policy against a simulated machine and draft: its choices scored without timing noise.
 
     python -m drafting.policy_simulation              # every scenario: adaptive vs each fixed k, one sequence
+    python -m drafting.policy_simulation --batch 4,8  # the same with 4 and then 8 sequences in every call
 
 On a shared 2-core VM one call of the same shape takes 135 ms one minute and 410 ms the next, so a
 benchmark needs many repeats to tell two policies 5% apart. Here the machine is a formula: a target call
@@ -10,8 +11,8 @@ call's time through the noise of a real machine (a lognormal jitter per call, bu
 slow spells of 2.5x for dozens), learns from it as the engine does, and is scored by what its choices
 cost on the noiseless formula: expected tokens per second, comparable across policies to the per mille.
 
-Boundary: drives DraftLengthPolicy and StepCostModel exactly as drafting/engine.py does for one sequence
-(choose, observe the calls, observe acceptance); no model, no engine.
+Boundary: drives DraftLengthPolicy and StepCostModel as drafting/engine.py does for a batch of decoding
+sequences (choose, observe the calls, observe acceptance); no model, no engine, no prompts in the calls.
 """
 
 from __future__ import annotations
@@ -83,41 +84,44 @@ class Jitter:
 
 
 def run(machine: Machine, draft: DraftQuality, k: int | None, steps: int = 3000, seed: int = 0,
-        jitter: bool = True) -> float:
-    """Expected-cost tokens per second of one long sequence: the policy's choices when k is None, else fixed k."""
+        jitter: bool = True, batch: int = 1) -> float:
+    """Expected-cost tokens per second of `batch` sequences decoding together: the policy's choices when k is
+    None, else fixed k for all."""
     rng = np.random.default_rng(seed + 1)
     noise = Jitter(seed) if jitter else None
+    seen = noise.factor if noise is not None else (lambda: 1.0)
     costs = StepCostModel()
     policy = DraftLengthPolicy(costs)
-    acceptance = Acceptance()
+    acceptances = [Acceptance() for _ in range(batch)]
     tokens, seconds = 0, 0.0
     for _ in range(steps):
         if k is None:
-            chosen = policy.choose([DecodingSequence(acceptance, room=16)], other_tokens=0)[0]
+            ks = policy.choose([DecodingSequence(a, room=16) for a in acceptances], other_tokens=0)
         else:
-            chosen = k
-        accepted = 0
-        while accepted < chosen and rng.random() < draft.rate(accepted):
-            accepted += 1
-        # the calls as the engine makes them: `chosen` draft calls (the first catches up), one verify
-        draft_calls = [CATCH_UP_TOKENS] + [1] * (chosen - 1) if chosen else []
+            ks = [k] * batch
+        # the calls as the engine makes them: draft call j feeds every sequence still drafting (the first
+        # catches up), then one verify of every sequence's last token and drafts
+        draft_calls = [sum(CATCH_UP_TOKENS if j == 0 else 1 for k_i in ks if k_i > j) for j in range(max(ks))]
         true_draft = [machine.draft_seconds(t) for t in draft_calls]
-        true_target = machine.target_seconds(1 + chosen)
-        seen = noise.factor if noise is not None else (lambda: 1.0)
+        true_target = machine.target_seconds(batch + sum(ks))
         costs.observe_draft([s * seen() for s in true_draft], draft_calls)
-        costs.observe_target(1 + chosen, true_target * seen())
-        if chosen:
-            policy.observe(acceptance, chosen, accepted)
-        tokens += accepted + 1
+        costs.observe_target(batch + sum(ks), true_target * seen())
+        for acceptance, k_i in zip(acceptances, ks):
+            accepted = 0
+            while accepted < k_i and rng.random() < draft.rate(accepted):
+                accepted += 1
+            if k_i:
+                policy.observe(acceptance, k_i, accepted)
+            tokens += accepted + 1
         seconds += true_target + sum(true_draft)
     return tokens / seconds
 
 
 def compare(machine: Machine, draft: DraftQuality, fixed: tuple[int, ...] = (0, 1, 2, 3, 4, 6),
-            seeds: int = 3, steps: int = 3000, jitter: bool = True) -> dict[str, float]:
+            seeds: int = 3, steps: int = 3000, jitter: bool = True, batch: int = 1) -> dict[str, float]:
     """Tokens per second of each fixed k and of the policy, averaged over seeds (k = 0: plain decoding)."""
     def mean(k):
-        return float(np.mean([run(machine, draft, k, steps, seed, jitter) for seed in range(seeds)]))
+        return float(np.mean([run(machine, draft, k, steps, seed, jitter, batch) for seed in range(seeds)]))
     out = {f"k={k}": mean(k) for k in fixed}
     out["adaptive"] = mean(None)
     return out
@@ -128,16 +132,20 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-jitter", action="store_true", help="the policy sees the formula's times exactly")
+    parser.add_argument("--batch", default="1", help="comma-separated: sequences decoding together, e.g. 1,4,8")
     args = parser.parse_args()
-    print("| machine | draft | best fixed k | its tok/s | adaptive tok/s | adaptive / best | adaptive / plain |")
-    print("|---|---|---|---|---|---|---|")
-    for machine in MACHINES:
-        for draft in DRAFTS:
-            result = compare(machine, draft, seeds=args.seeds, steps=args.steps, jitter=not args.no_jitter)
-            fixed = {name: value for name, value in result.items() if name != "adaptive"}
-            best = max(fixed, key=fixed.get)
-            print(f"| {machine.name} | {draft.name} | {best} | {fixed[best]:.2f} | {result['adaptive']:.2f} | "
-                  f"{result['adaptive'] / fixed[best]:.3f} | {result['adaptive'] / fixed['k=0']:.3f} |", flush=True)
+    print("| machine | draft | sequences | best fixed k | its tok/s | adaptive tok/s | adaptive / best | adaptive / plain |")
+    print("|---|---|---|---|---|---|---|---|")
+    for batch in (int(b) for b in args.batch.split(",")):
+        for machine in MACHINES:
+            for draft in DRAFTS:
+                result = compare(machine, draft, seeds=args.seeds, steps=args.steps, jitter=not args.no_jitter,
+                                 batch=batch)
+                fixed = {name: value for name, value in result.items() if name != "adaptive"}
+                best = max(fixed, key=fixed.get)
+                print(f"| {machine.name} | {draft.name} | {batch} | {best} | {fixed[best]:.2f} | "
+                      f"{result['adaptive']:.2f} | {result['adaptive'] / fixed[best]:.3f} | "
+                      f"{result['adaptive'] / fixed['k=0']:.3f} |", flush=True)
     return 0
 
 

@@ -139,13 +139,13 @@ def test_before_any_measurement_two_tokens_measure_the_costs_and_probes_keep_mea
     weak = DecodingSequence(trained([0.05]), 16)
     ks = [policy.choose([weak], 0)[0] for _ in range(16)]
     assert ks.count(1) == 2 and ks.count(0) == 14, "drafting off, but every 8th step tries one token"
-    # drafting on: the probes alternate one token more and one fewer than chosen (both counts stay priced)
+    # drafting on: the probes alternate one token more than chosen with one fewer or a plain step
     policy = DraftLengthPolicy(costs_of(0.118, 0.030), probe_every=4)
     policy.engine_acceptance = trained([0.9], steps=1000)
     strong = DecodingSequence(trained([0.9]), 16)
     ks = [policy.choose([strong], 0)[0] for _ in range(16)]
     chosen = max(set(ks), key=ks.count)
-    assert ks.count(chosen + 1) == 2 and ks.count(chosen - 1) == 2 and ks.count(chosen) == 12, ks
+    assert chosen >= 2 and ks.count(chosen + 1) == 2 and ks.count(chosen - 1) == 1 and ks.count(0) == 1, ks
 
 
 def test_a_sequence_that_stopped_drafting_drifts_back_to_the_engine_wide_rate():
@@ -172,6 +172,11 @@ def test_the_policy_is_within_a_few_percent_of_the_best_fixed_k_on_a_noisy_simul
             best = max(v for name, v in result.items() if name != "adaptive")
             assert result["adaptive"] >= 0.93 * best, (machine.name, draft.name, result)
             assert result["adaptive"] >= 0.97 * result["k=0"], (machine.name, draft.name, result)
+    # four sequences per call, where plain lies many tokens below any choice that drafts
+    for draft in DRAFTS[:2]:
+        result = compare(MACHINES[1], draft, fixed=(0, 1, 2), seeds=1, steps=1000, batch=4)
+        best = max(v for name, v in result.items() if name != "adaptive")
+        assert result["adaptive"] >= 0.93 * best, (draft.name, result)
 
 
 def test_alpha_counts_only_positions_that_were_tested():
