@@ -174,6 +174,10 @@ class StepCostModel:
     def target_seconds(self, tokens: int) -> float:
         return self.target(tokens)
 
+    def relative_target_cost(self, tokens: int) -> float | None:
+        """What a call feeding `tokens` costs against a 1-token call, as learnt (None before any call)."""
+        return self.target(tokens) / self.target(1) if self.target.seen else None
+
     def draft_seconds(self, calls: int, sequences: int) -> float:
         """calls draft calls for `sequences` sequences: the first catches up, the rest feed one token each."""
         if calls <= 0 or sequences <= 0 or not self.draft.seen:

@@ -45,6 +45,7 @@ from drafting.stats import GenerationStats, StepStats
 log = logging.getLogger(__name__)
 
 MAX_STEP_TOKENS = 256  # tokens one target call may carry: prompt chunks fill what decoding leaves
+COST_REPORT_TOKENS = (2, 4, 8, 16)  # call sizes whose learnt cost (against a 1-token call) each step reports
 
 
 @dataclass
@@ -67,6 +68,8 @@ class StepReport:
     target_seconds: float
     draft_seconds: float
     preempted: int
+    # the cost model's price of a call feeding N tokens against a 1-token call, for N in COST_REPORT_TOKENS
+    relative_costs: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -264,8 +267,11 @@ class Engine:
         for sequence, draft, count in zip(decoding, drafts, batch.logit_rows[len(plan.prefilling):]):
             self._after_decode(sequence, draft, logits[offset:offset + count], draft_seconds, target_seconds)
             offset += count
+        if not self.step_listeners:
+            return
         report = StepReport(len(batch.tokens), fed, [plan.draft_lengths[s.id] for s in decoding], target_seconds,
-                            draft_seconds, len(plan.preempted))
+                            draft_seconds, len(plan.preempted),
+                            {n: self.costs.relative_target_cost(n) for n in COST_REPORT_TOKENS})
         for listener in self.step_listeners:
             listener(report)
 

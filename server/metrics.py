@@ -97,6 +97,9 @@ class Metrics:
         self.step_seconds = Histogram(P + "engine_step_seconds", "Time of one batched target call", buckets=_STEP, registry=r)
         self.chosen_k = Histogram(P + "spec_decode_chosen_k", "Draft length chosen for one sequence in one step "
                                   "(0: plain decoding that step)", buckets=_K, registry=r)
+        self.call_cost_ratio = Gauge(P + "engine_call_cost_ratio", "What the engine has learnt a target call feeding "
+                                     "`tokens` tokens costs against a 1-token call on this machine (what the draft "
+                                     "length is chosen against)", ["tokens"], registry=r)
         self.preemptions = Counter(P + "engine_preemptions", "Sequences that gave their KV blocks back to be "
                                    "recomputed later (the pool ran out)", registry=r)
         # read from the engine at scrape time (watch_engine), so they are right between steps too
@@ -150,6 +153,9 @@ class Metrics:
             self.chosen_k.observe(k)
         if report.preempted:
             self.preemptions.inc(report.preempted)
+        for tokens, ratio in report.relative_costs.items():
+            if ratio is not None:
+                self.call_cost_ratio.labels(str(tokens)).set(ratio)
 
     def watch_engine(self, engine) -> None:
         """The engine's gauges, read at each scrape."""
