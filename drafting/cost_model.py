@@ -66,13 +66,12 @@ class _Curve:
             self._fit()
             # first sight: against the speed the last calls measured, kept between the counts beside it (one
             # call in a burst would otherwise price a count above a longer one, and it may not run again soon)
-            below = [self._fitted[i] for i, known in enumerate(self._xs) if known < x][-1:]
-            above = [self._fitted[i] for i, known in enumerate(self._xs) if known > x][:1]
+            i = bisect.bisect_left(self._xs, x)  # the fitted counts beside it: _xs[i - 1] < x < _xs[i]
             value = y - self._log_speed
-            if above:
-                value = min(value, math.log(above[0]))
-            if below:
-                value = max(value, math.log(below[0]))
+            if i < len(self._xs):
+                value = min(value, math.log(self._fitted[i]))
+            if i > 0:
+                value = max(value, math.log(self._fitted[i - 1]))
             shape[x] = value
             seen[x] = 1
         else:
