@@ -102,6 +102,12 @@ def test_end_to_end_pipeline(world, tmp_path):
                                k=3, max_new_tokens=10, precision="f32")
     assert result["overall"]["identical_outputs"] == len(prompts)
     assert result["overall"]["prompts"] == len(prompts) and len(result["overall"]["acceptance_per_position"]) == 3
+    # acceptance only (what a refresh compares): the prompts batched by the engine accept what they accept alone
+    batched = evaluate.evaluate(resolve_model(str(world / "target-ir")), resolve_model(str(publish)), prompts,
+                                k=3, max_new_tokens=10, precision="f32", plain=False)
+    assert batched["overall"]["accepted_per_position"] == result["overall"]["accepted_per_position"]
+    assert batched["overall"]["reached_per_position"] == result["overall"]["reached_per_position"]
+    assert batched["overall"]["wall_clock_speedup"] is None and batched["overall"]["prompts"] == len(prompts)
     evaluate.plot(result, tmp_path / "eval.png")
     assert (tmp_path / "eval.png").stat().st_size > 1000
     # KD data can also come from our speculative engine with the new draft
