@@ -176,6 +176,18 @@ def frozen_traffic_split(args, target, vocab_size: int):
                         split.tasks)
 
 
+def first_per_task(prompts: list[dict], limit: int) -> list[dict]:
+    """The first `limit` prompts of each task, in their order (a big task does not crowd out the others)."""
+    seen: dict[str, int] = {}
+    kept = []
+    for prompt in prompts:
+        task = str(prompt.get("task", "chat"))
+        seen[task] = seen.get(task, 0) + 1
+        if seen[task] <= limit:
+            kept.append(prompt)
+    return kept
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.align", description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="target model: catalog name, IR folder or HF folder")
@@ -196,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "served token (0: sequence-level KD only, 1: the KL only)")
     parser.add_argument("--eval-prompts", type=Path, default=None,
                         help="held-out prompts (default: prompts-eval.jsonl next to the first --data)")
-    parser.add_argument("--eval-limit", type=int, default=16, help="evaluate on at most this many prompts of each source")
+    parser.add_argument("--eval-limit", type=int, default=16, help="evaluate on at most this many prompts of each task, of the eval prompts "
+                        "and of the held-out traffic")
     parser.add_argument("--eval-max-new-tokens", type=int, default=128, help="tokens per prompt when evaluating")
     parser.add_argument("--num-draft-tokens", type=int, default=3, help="draft length k for evaluation (the server's default)")
     parser.add_argument("--draft-weight-format", dest="export_format", default="int8", choices=("int8", "fp16", "fp32"),
@@ -297,11 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     if split is not None:
         summary["data"]["traffic"] = split.describe()
         summary["data"]["torn_lines"] = split.report.torn[:20]
-    prompts = eval_prompts[: args.eval_limit]
+    prompts = first_per_task(eval_prompts, args.eval_limit)
     if split is not None:
         from training.traffic import as_prompts
 
-        prompts += as_prompts(split.held_out)[: args.eval_limit * max(1, len(split.tasks))]
+        prompts += first_per_task(as_prompts(split.held_out), args.eval_limit)
     if not args.skip_eval and prompts:
         from training.evaluate import evaluate
 
