@@ -1,7 +1,7 @@
 """Send a prompt file through a running server, as users would, e.g. to fill a traffic capture for a refresh.
 
     python scripts/replay_traffic.py --url http://127.0.0.1:8000 --prompts runs/replay/chat.jsonl \
-        --concurrency 8 --max-tokens 128 [--api-key KEY] [--temperature 0]
+        --concurrency 8 --max-tokens 128 [--api-key KEY] [--temperature 0] [--interleave]
 
 Prompt file: JSONL, one request per line: {"id", "task", "messages": [...]} goes to /v1/chat/completions,
 {"id", "task", "prompt": "..."} to /v1/completions (the shapes of prompts/*.jsonl). Each request carries
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import json
 import sys
 import time
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128, help="max_tokens of every request")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
     parser.add_argument("--limit", type=int, default=None, help="send at most this many prompts of each file")
+    parser.add_argument("--interleave", action="store_true",
+                        help="send the files' prompts in the order of a hash of their ids instead of file by file, "
+                             "so every task is spread over the capture's time (a refresh holds out the newest slice)")
     parser.add_argument("--model", default=None, help="model id (default: the first of /v1/models)")
     parser.add_argument("--api-key", default=None, help="bearer token, when the server has --api-key")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per request")
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency < 1:
         parser.error(f"--concurrency must be >= 1, got {args.concurrency}")
     rows = [row for path in args.prompts for row in read_prompts(path)[: args.limit]]
+    if args.interleave:
+        rows.sort(key=lambda row: hashlib.sha256(str(row.get("id", "")).encode()).hexdigest())
     return report(asyncio.run(replay(args, rows)))
 
 
