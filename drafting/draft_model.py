@@ -110,13 +110,12 @@ class DraftModelProposer:
             still: list[int] = []
             for row, index in zip(logits, active):
                 slot, draft = slots[index], drafts[index]
-                token, draft_row, probability, q = self._pick(row, slot, len(slot.context) + position)
+                token, draft_row, q = self._pick(row, slot, len(slot.context) + position)
                 draft.ids.append(token)
                 if q is not None:
                     q_rows[index].append(q)
-                if position + 1 >= slot.k or (slot.keep_drafting is not None
-                                              and not slot.keep_drafting(position, probability)):
-                    continue  # this token is still offered (its cost is paid); the next draft call is saved
+                if position + 1 >= slot.k:
+                    continue  # this slot's last token: it is offered, and nothing more is fed for it
                 sequence = self._sequences[slot.seq_id]
                 fed = draft_row if self.target_to_draft is not None else token
                 batch.tokens.append([fed])
@@ -135,17 +134,13 @@ class DraftModelProposer:
                 draft.q = np.stack(rows)
         return drafts
 
-    def _pick(self, logits: np.ndarray, slot: DraftSlot, position: int
-              ) -> tuple[int, int, float, np.ndarray | None]:
-        """(target id, draft row, the draft's probability of it, q over the target vocabulary or None).
-
-        Greedy drafts compute the probability only for a slot that asks keep_drafting (its one reader)."""
+    def _pick(self, logits: np.ndarray, slot: DraftSlot, position: int) -> tuple[int, int, np.ndarray | None]:
+        """(target id, draft row, q over the target vocabulary for rejection sampling, or None)."""
         if self.unknown_row is not None:
             logits[self.unknown_row] = -np.inf  # "some rare token" names nothing the target can verify
         params, q_full = slot.params, None
         if params.greedy:
             row = int(logits.argmax())
-            probability = top_probability(logits, row) if slot.keep_drafting is not None else 1.0
         else:
             q = probabilities(logits, params)
             if slot.noise is not None:  # seeded: pick with the target's noise at this position (coupled)
@@ -154,9 +149,8 @@ class DraftModelProposer:
             else:
                 row = sample(q, slot.rng)
                 q_full = self._to_target_vocab(q)
-            probability = float(q[row])
         token = row if self.draft_to_target is None else int(self.draft_to_target[row])
-        return token, row, probability, q_full
+        return token, row, q_full
 
     def _to_target_vocab(self, q: np.ndarray) -> np.ndarray:
         mapping = self.draft_to_target
@@ -195,8 +189,3 @@ def load_vocab_map(ir_dir: Path, draft_vocab: int, target_vocab: int) -> tuple[n
     if mapping.min() < 0 or mapping.max() >= target_vocab:
         raise ValueError(f"{path}: draft_to_target ids must be in [0, {target_vocab}), got [{mapping.min()}, {mapping.max()}]")
     return mapping, (mapping.shape[0] if reads == "draft" else None)
-
-
-def top_probability(logits: np.ndarray, row: int) -> float:
-    """softmax(logits)[row]; with row the argmax, every exponent is <= 0, so nothing overflows."""
-    return float(1.0 / np.exp(logits - logits[row], dtype=np.float32).sum())

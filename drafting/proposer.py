@@ -30,9 +30,6 @@ class DraftSlot:
     # position -> Gumbel noise over the target's vocabulary, for a seeded request (drafting/seeded_noise.py):
     # the draft then picks argmax(log q + noise), coupled to the target's own pick at that position
     noise: Callable[[int], np.ndarray] | None = None
-    # told (draft position, the probability the draft gave its token) after each drafted token: whether
-    # to draft one more (None: draft k)
-    keep_drafting: Callable[[int, float], bool] | None = None
 
 
 @dataclass

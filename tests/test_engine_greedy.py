@@ -208,17 +208,3 @@ def test_a_preempted_sequence_resumes_with_the_same_output(tiny_models, models):
     for i, prompt in enumerate(prompts):
         assert outputs[i] == plain(models, prompt, 60).token_ids, i
     assert engine.blocks_used == 0
-
-
-@pytest.mark.parametrize("stop_after", [1, 3, 6])
-def test_keep_drafting_shortens_drafts(models, stop_after):
-    proposer = DraftModelProposer(models["near"], models["target"].vocab_size)
-    heard = []
-
-    def keep_drafting(position, probability):
-        heard.append((position, probability))
-        return len(heard) < stop_after
-    draft, = proposer.propose([slot(PROMPTS[1], 6, keep_drafting=keep_drafting)])
-    assert len(draft.ids) == stop_after and proposer.calls == stop_after
-    assert [p for p, _ in heard] == list(range(min(stop_after, 5)))  # after the k-th token nothing is asked
-    assert all(0.0 < p <= 1.0 for _, p in heard)  # the draft's own probability of each pick
