@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--concurrency must be >= 1, got {args.concurrency}")
     rows = [row for path in args.prompts for row in read_prompts(path)[: args.limit]]
     if args.interleave:
-        rows.sort(key=lambda row: hashlib.sha256(str(row.get("id", "")).encode()).hexdigest())
+        # salted: the prompt builders select by sha256(id) itself, so each file's ids sit in one band of it
+        rows.sort(key=lambda row: hashlib.sha256(b"replay-order:" + str(row.get("id", "")).encode()).hexdigest())
     return report(asyncio.run(replay(args, rows)))
 
 
