@@ -208,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "served token (0: sequence-level KD only, 1: the KL only)")
     parser.add_argument("--eval-prompts", type=Path, default=None,
                         help="held-out prompts (default: prompts-eval.jsonl next to the first --data)")
-    parser.add_argument("--eval-limit", type=int, default=16, help="evaluate on at most this many prompts of each task, of the eval prompts "
-                        "and of the held-out traffic")
+    parser.add_argument("--eval-limit", type=int, default=16,
+                        help="evaluate on at most this many prompts of each task, of the eval prompts and of the "
+                             "held-out traffic")
     parser.add_argument("--eval-max-new-tokens", type=int, default=128, help="tokens per prompt when evaluating")
     parser.add_argument("--num-draft-tokens", type=int, default=3, help="draft length k for evaluation (the server's default)")
     parser.add_argument("--draft-weight-format", dest="export_format", default="int8", choices=("int8", "fp16", "fp32"),
