@@ -164,7 +164,10 @@ def stream_ends_cleanly(ctx, response, case) -> None:
     content_type = response.headers.get("content-type", [""])[0]
     if response.stream_cut_short or response.status_code != 200 or not content_type.startswith("text/event-stream"):
         return
-    events = [line[len("data: "):] for line in response.content.decode().splitlines() if line.startswith("data: ")]
+    # SSE ends lines at CR, LF or CRLF only; str.splitlines() also splits at U+2028, U+0085 and others, which a
+    # generated token may hold raw inside a JSON string
+    lines = re.split(r"\r\n|\r|\n", response.content.decode())
+    events = [line[len("data: "):] for line in lines if line.startswith("data: ")]
     assert events and events[-1] == "[DONE]", events[-3:]
     for event in events[:-1]:
         body = json.loads(event)

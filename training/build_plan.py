@@ -244,6 +244,8 @@ def make_plan(target: TargetInfo, budget: Budget, train_speed, target_speed: dic
         stage.setdefault("bf16", pretrain_settings["bf16"])
         stage["checkpoint_every"] = stage.get("checkpoint_every") or pretrain_settings["checkpoint_every"]
     size_pretraining(stages, fractions, sized, pretrain_seconds, tokens_per_s, pretrain_settings)
+    for stage in stages:  # a stage cut to fewer steps than its recipe's still checkpoints before its end
+        stage["checkpoint_every"] = max(1, min(stage["checkpoint_every"], stage["steps"] // 4))
     # KD data: one generation job per task
     kd_settings = settings["kd"]
     jobs = kd_jobs(target, budget, recipe, prompt_overrides or {})
