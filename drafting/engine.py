@@ -198,11 +198,7 @@ class Engine:
         return Generation(self, sequence)
 
     def generate_all(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationResult:
-        generation = self.start(request, cancel)
-        with generation:
-            for _ in generation:
-                pass
-        return GenerationResult(generation.token_ids, generation.finish_reason, generation.stats)
+        return self.start(request, cancel).result()
 
     def wake(self) -> None:
         with self._wake:
@@ -478,6 +474,14 @@ class Generation:
                 yield item
         finally:
             self.close()
+
+    def result(self) -> GenerationResult:
+        """Read to the end (from any thread; several can be started first and read in turn, and the engine batches
+        them): the tokens, finish reason and statistics."""
+        with self:
+            for _ in self:
+                pass
+        return GenerationResult(self.token_ids, self.finish_reason, self.stats)
 
     def __enter__(self) -> "Generation":
         return self

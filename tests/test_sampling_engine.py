@@ -113,9 +113,7 @@ def sample_first_two(engine: Engine) -> tuple[np.ndarray, float]:
         generations = [engine.start(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=3, sampling=PARAMS))
                        for _ in range(min(CONCURRENT, GENERATIONS - start))]
         for n, generation in enumerate(generations, start):
-            with generation:
-                for _ in generation:
-                    pass
+            generation.result()
             assert len(generation.token_ids) == 3
             pairs[n] = generation.token_ids[:2]
             drafted += generation.stats.draft_tokens

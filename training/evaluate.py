@@ -132,10 +132,7 @@ def evaluate(target, draft, prompts: list[dict], k: int = 5, max_new_tokens: int
                                                       stop_token_ids=engine.eos_token_ids, speculative=True,
                                                       num_draft_tokens=k)) for record in prompts]
         for record, generation in zip(prompts, tqdm(generations, desc="evaluate", unit="prompt")):
-            with generation:
-                for _ in generation:
-                    pass
-            add(record, generation, 0.0, 0.0, False)
+            add(record, generation.result(), 0.0, 0.0, False)
     overall = {"stats": GenerationStats(), "plain_s": 0.0, "spec_s": 0.0, "identical": 0, "prompts": 0}
     for task in per_task.values():
         overall["stats"].merge(task["stats"])

@@ -172,13 +172,8 @@ class EngineBackend:
             prompt_ids=self.tokenizer(text, add_special_tokens=False)["input_ids"],
             max_new_tokens=self.args.max_new_tokens, sampling=self.params, stop_token_ids=self.engine.eos_token_ids))
             for text in texts]
-        outputs = []
-        for generation in generations:
-            with generation:
-                for _ in generation:
-                    pass
-            outputs.append(self.tokenizer.decode(generation.token_ids, skip_special_tokens=True))
-        return outputs
+        return [self.tokenizer.decode(generation.result().token_ids, skip_special_tokens=True)
+                for generation in generations]
 
 
 def build_parser() -> argparse.ArgumentParser:
