@@ -244,8 +244,6 @@ def make_plan(target: TargetInfo, budget: Budget, train_speed, target_speed: dic
         stage.setdefault("bf16", pretrain_settings["bf16"])
         stage["checkpoint_every"] = stage.get("checkpoint_every") or pretrain_settings["checkpoint_every"]
     size_pretraining(stages, fractions, sized, pretrain_seconds, tokens_per_s, pretrain_settings)
-    for stage in stages:  # a stage cut to fewer steps than its recipe's still checkpoints before its end
-        stage["checkpoint_every"] = max(1, min(stage["checkpoint_every"], stage["steps"] // 4))
     # KD data: one generation job per task
     kd_settings = settings["kd"]
     jobs = kd_jobs(target, budget, recipe, prompt_overrides or {})
@@ -312,6 +310,8 @@ def size_pretraining(stages: list[dict], fractions: list[float], sized: list[boo
             stage["batch_size"], stage["seq_len"] = settings["batch_size"], settings["seq_len"]
             steps = int(fraction * seconds * tokens_per_s / (stage["batch_size"] * stage["seq_len"]))
             stage["steps"] = max(1, min(steps, settings.get("max_steps", steps)))
+        # a stage cut to fewer steps than its recipe's still checkpoints before its end
+        stage["checkpoint_every"] = max(1, min(stage["checkpoint_every"], stage["steps"] // 4))
 
 
 def _preset_hidden(preset: str) -> int:
