@@ -19,6 +19,9 @@ Every level sends the same prompts (token ids, so every configuration reads the 
 (--requests-per-level more are queued behind them for our server). Levels run in turn, and within a level every
 configuration runs back to back, with `--repeats N` in alternating order, so drift in machine load hits all alike.
 Throughput = generated tokens / wall time of the level; latency = request to last token; TTFT = request to first.
+Exactness (greedy, on by default; --no-check-outputs skips it): before the levels, every prompt a level uses is
+sent alone with plain decoding, and each of our requests under load is compared with that text: "same as alone"
+counts the requests whose output equals it (speculation and batching must not change a greedy output).
 The CPU's model and its vector flags are printed first: where verification is compute-bound matters here.
 """
 
@@ -75,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSONL prompts ({'prompt': text} or {'messages': [...]}, as fastdraft bench reads them)")
     parser.add_argument("--task", default=None, help="only the prompts of this task (code, chat, summarization)")
     parser.add_argument("--num-prompts", type=int, default=8, help="prompts to cycle through")
+    parser.add_argument("--check-outputs", action=argparse.BooleanOptionalAction, default=True,
+                        help="compare our greedy outputs under load with each prompt's plain output alone")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     return parser
 
 
 async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> dict:
     start = time.perf_counter()
-    first, tokens, error = None, 0, None
+    first, tokens, error, pieces = None, 0, None, []
     async with client.stream("POST", url + "/v1/completions", json=body) as response:
         if response.status_code != 200:
             return {"ok": False, "status": response.status_code, "latency_s": time.perf_counter() - start}
@@ -93,11 +98,22 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> dict:
                 error = chunk["error"]["message"]
             elif chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-            elif first is None and any(c.get("text") for c in chunk["choices"]):
-                first = time.perf_counter() - start
+            else:
+                pieces.extend(c.get("text") or "" for c in chunk["choices"])
+                if first is None and any(pieces):
+                    first = time.perf_counter() - start
     latency = time.perf_counter() - start
     return {"ok": error is None, "status": 200, "error": error, "latency_s": latency, "ttft_s": first or latency,
-            "tokens": tokens}
+            "tokens": tokens, "text": "".join(pieces)}
+
+
+def request_body(model: str, prompt: list[int], args, speculative: dict | None) -> dict:
+    """One streamed greedy completion; speculative None leaves the server's default."""
+    body = {"model": model, "prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    if speculative is not None:
+        body["speculative"] = speculative
+    return body
 
 
 def speculative_options(config: str) -> dict | None:
@@ -118,6 +134,7 @@ async def run_level(url: str, headers: dict, model: str, prompts: list[list[int]
     started = time.perf_counter()
     deadline = started + args.time_limit_s
     options = speculative_options(config)
+    references = getattr(args, "references", None) or {}
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
@@ -125,11 +142,12 @@ async def run_level(url: str, headers: dict, model: str, prompts: list[list[int]
                 i = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            body = {"model": model, "prompt": prompts[i % len(prompts)], "max_tokens": args.max_tokens,
-                    "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-            if options is not None:
-                body["speculative"] = options
-            results.append(await one_request(client, url, body))
+            result = await one_request(client, url, request_body(model, prompts[i % len(prompts)], args, options))
+            result["prompt"] = i % len(prompts)
+            reference = references.get(result["prompt"])
+            if result["ok"] and reference is not None:
+                result["same_as_alone"] = result["text"] == reference
+            results.append(result)
 
     limits = httpx.Limits(max_connections=concurrency + 2)
     async with httpx.AsyncClient(timeout=600, headers=headers, limits=limits) as client:
@@ -139,7 +157,11 @@ async def run_level(url: str, headers: dict, model: str, prompts: list[list[int]
 
 def level_row(results: list[dict], wall: float, concurrency: int) -> dict:
     ok = [r for r in results if r["ok"]]
+    checked = [r["same_as_alone"] for r in ok if "same_as_alone" in r]
     return {"concurrency": concurrency, "requests": len(results), "failed": len(results) - len(ok),
+            "checked": len(checked), "same_as_alone": sum(checked),
+            "outputs": [{"prompt": r["prompt"], "text": r["text"], "same_as_alone": r.get("same_as_alone")}
+                        for r in ok if "text" in r],
             "tokens": sum(r["tokens"] for r in ok), "wall_s": round(wall, 3),
             "latencies_s": sorted(round(r["latency_s"], 3) for r in ok), "ttfts_s": [round(r["ttft_s"], 3) for r in ok]}
 
@@ -196,6 +218,7 @@ def pooled(rows: list[dict]) -> dict:
     ttfts = sorted(x for r in rows for x in r["ttfts_s"])
     return {"config": rows[0]["config"], "concurrency": rows[0]["concurrency"], "repeats": len(rows),
             "requests": sum(r["requests"] for r in rows), "failed": sum(r["failed"] for r in rows),
+            "checked": sum(r.get("checked", 0) for r in rows), "same_as_alone": sum(r.get("same_as_alone", 0) for r in rows),
             "tokens": tokens, "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
             "ttft_p50_s": round(_percentile(ttfts, 50), 3)}
@@ -285,26 +308,44 @@ def main() -> int:
             draft_pipe = GenaiBatching(str(target.ir_dir), str(draft.ir_dir), args.genai_num_draft_tokens, args.max_tokens, eos)
             runners["genai-draft"] = draft_pipe.run_level
         runners = {c: runners[c] for c in configs if c in runners}
+        if ours and args.check_outputs:
+            args.references = asyncio.run(outputs_alone(url, headers, model, prompts, levels, args))
         measure(runners)
 
     table = [pooled([r for r in results if (r["config"], r["concurrency"]) == key])
              for key in sorted({(r["config"], r["concurrency"]) for r in results},
                                key=lambda key: (key[1], configs.index(key[0])))]
-    print(f"\n{'config':<13}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'x plain':>9}{'p50 s':>8}{'p95 s':>8}{'TTFT p50':>10}")
+    print(f"\n{'config':<13}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'x plain':>9}{'p50 s':>8}{'p95 s':>8}"
+          f"{'TTFT p50':>10}{'same as alone':>15}")
     plain_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "plain"}
     for row in table:
         ratio = row["throughput_tok_s"] / plain_rate[row["concurrency"]] if plain_rate.get(row["concurrency"]) else float("nan")
         print(f"{row['config']:<13}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
               f"{row['throughput_tok_s']:>9.2f}{ratio:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p95_s']:>8.2f}"
-              f"{row['ttft_p50_s']:>10.2f}")
+              f"{row['ttft_p50_s']:>10.2f}{(str(row['same_as_alone']) + '/' + str(row['checked'])) if row['checked'] else '-':>15}")
     spec_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "spec"}
     for row in table:
         if row["config"] == "spec+capture" and spec_rate.get(row["concurrency"]):
             print(f"capture on / off, {row['concurrency']} clients: {row['throughput_tok_s'] / spec_rate[row['concurrency']]:.3f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"args": vars(args), "machine": describe_cpu(), "table": table,
+        arguments = {k: v for k, v in vars(args).items() if k != "references"}
+        Path(args.json_out).write_text(json.dumps({"args": arguments, "machine": describe_cpu(), "table": table,
                                                    "runs": results}, indent=1) + "\n")
     return 0
+
+
+async def outputs_alone(url: str, headers: dict, model: str, prompts: list[list[int]], levels: list[int],
+                        args) -> dict[int, str]:
+    """Each prompt the levels use, sent alone with plain decoding: the greedy text every run is compared with."""
+    used = min(len(prompts), max(max(args.requests_per_level, c) for c in levels))
+    references = {}
+    async with httpx.AsyncClient(timeout=600, headers=headers) as client:
+        for i in range(used):
+            result = await one_request(client, url, request_body(model, prompts[i], args, {"enabled": False}))
+            if result["ok"]:
+                references[i] = result["text"]
+    log.info("plain outputs alone: %d prompts", len(references))
+    return references
 
 
 def _eos_ids(ir_dir, tokenizer) -> list[int]:
