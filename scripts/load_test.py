@@ -124,9 +124,14 @@ def speculative_options(config: str) -> dict | None:
     return None  # "spec": the server's default
 
 
+def requests_in_level(args, concurrency: int) -> int:
+    return max(args.requests_per_level, concurrency)
+
+
 async def run_level(url: str, headers: dict, model: str, prompts: list[list[int]], concurrency: int, args,
-                    config: str) -> dict:
-    total = max(args.requests_per_level, concurrency)
+                    config: str, references: dict[int, str]) -> dict:
+    """references: prompt index -> its plain output alone (empty: outputs are not checked)."""
+    total = requests_in_level(args, concurrency)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
@@ -134,7 +139,6 @@ async def run_level(url: str, headers: dict, model: str, prompts: list[list[int]
     started = time.perf_counter()
     deadline = started + args.time_limit_s
     options = speculative_options(config)
-    references = getattr(args, "references", None) or {}
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
@@ -189,7 +193,7 @@ class GenaiBatching:
         import numpy as np
         import openvino as ov
 
-        total = max(args.requests_per_level, concurrency)
+        total = requests_in_level(args, concurrency)
         pending = [prompts[i % len(prompts)] for i in range(total)]
         started = time.perf_counter()
         running: dict[int, tuple[object, float, list]] = {}
@@ -218,7 +222,7 @@ def pooled(rows: list[dict]) -> dict:
     ttfts = sorted(x for r in rows for x in r["ttfts_s"])
     return {"config": rows[0]["config"], "concurrency": rows[0]["concurrency"], "repeats": len(rows),
             "requests": sum(r["requests"] for r in rows), "failed": sum(r["failed"] for r in rows),
-            "checked": sum(r.get("checked", 0) for r in rows), "same_as_alone": sum(r.get("same_as_alone", 0) for r in rows),
+            "checked": sum(r["checked"] for r in rows), "same_as_alone": sum(r["same_as_alone"] for r in rows),
             "tokens": tokens, "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
             "ttft_p50_s": round(_percentile(ttfts, 50), 3)}
@@ -282,6 +286,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         runners: dict = {}
+        references: dict[int, str] = {}  # filled before the levels run, read by our runners
         ours = [c for c in configs if c == "plain" or c.startswith("spec")]
         if ours:
             if args.url:
@@ -295,10 +300,11 @@ def main() -> int:
                         raise SystemExit("--configs spec+capture starts its own servers: leave out --url")
                     capturing = stack.enter_context(ServerProcess(
                         server_args(args) + ["--capture-dir", str(Path(tmp) / "capture")], Path(tmp) / "capture.log"))
-                    runners[config] = (lambda u: lambda p, n, a: asyncio.run(run_level(u, headers, model, p, n, a, "spec")))(
-                        capturing.url)
+                    runners[config] = (lambda u: lambda p, n, a: asyncio.run(
+                        run_level(u, headers, model, p, n, a, "spec", references)))(capturing.url)
                     continue
-                runners[config] = (lambda c: lambda p, n, a: asyncio.run(run_level(url, headers, model, p, n, a, c)))(config)
+                runners[config] = (lambda c: lambda p, n, a: asyncio.run(
+                    run_level(url, headers, model, p, n, a, c, references)))(config)
         eos = set(_eos_ids(target.ir_dir, tokenizer))
         if "genai" in configs:
             plain_pipe = GenaiBatching(str(target.ir_dir), None, args.genai_num_draft_tokens, args.max_tokens, eos)
@@ -309,7 +315,7 @@ def main() -> int:
             runners["genai-draft"] = draft_pipe.run_level
         runners = {c: runners[c] for c in configs if c in runners}
         if ours and args.check_outputs:
-            args.references = asyncio.run(outputs_alone(url, headers, model, prompts, levels, args))
+            references.update(asyncio.run(outputs_alone(url, headers, model, prompts, levels, args)))
         measure(runners)
 
     table = [pooled([r for r in results if (r["config"], r["concurrency"]) == key])
@@ -328,8 +334,7 @@ def main() -> int:
         if row["config"] == "spec+capture" and spec_rate.get(row["concurrency"]):
             print(f"capture on / off, {row['concurrency']} clients: {row['throughput_tok_s'] / spec_rate[row['concurrency']]:.3f}")
     if args.json_out:
-        arguments = {k: v for k, v in vars(args).items() if k != "references"}
-        Path(args.json_out).write_text(json.dumps({"args": arguments, "machine": describe_cpu(), "table": table,
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "machine": describe_cpu(), "table": table,
                                                    "runs": results}, indent=1) + "\n")
     return 0
 
@@ -337,7 +342,7 @@ def main() -> int:
 async def outputs_alone(url: str, headers: dict, model: str, prompts: list[list[int]], levels: list[int],
                         args) -> dict[int, str]:
     """Each prompt the levels use, sent alone with plain decoding: the greedy text every run is compared with."""
-    used = min(len(prompts), max(max(args.requests_per_level, c) for c in levels))
+    used = min(len(prompts), max(requests_in_level(args, c) for c in levels))
     references = {}
     async with httpx.AsyncClient(timeout=600, headers=headers) as client:
         for i in range(used):
