@@ -70,6 +70,7 @@ class StepReport:
     preempted: int
     # the cost model's price of a call feeding N tokens against a 1-token call, for N in COST_REPORT_TOKENS
     relative_costs: dict[int, float] = field(default_factory=dict)
+    capture_seconds: float = 0.0  # of this step's time, scoring the top alternatives only a traffic capture asked for
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Engine:
         self.step_listeners: list[Callable[[StepReport], None]] = []
         self.steps = 0
         self.preemptions = 0
+        self._capture_seconds = 0.0  # this step's, for StepReport
         self._next_id = 0
         self._incoming: list[Sequence] = []  # started, not yet seen by the step loop (guarded by _wake)
         self._wake = threading.Condition()
@@ -240,6 +242,7 @@ class Engine:
             time.sleep(0.001)  # waiting sequences that do not fit yet: blocks free as others finish
             return
         self.steps += 1
+        self._capture_seconds = 0.0
         decoding = [s for s in running if s.decoding]
         prompt_tokens = self.scheduler.prefill_tokens_wanted(decoding)
         ks = self._draft_lengths(decoding, prompt_tokens)
@@ -267,7 +270,7 @@ class Engine:
             return
         report = StepReport(len(batch.tokens), fed, [plan.draft_lengths[s.id] for s in decoding], target_seconds,
                             draft_seconds, len(plan.preempted),
-                            {n: self.costs.relative_target_cost(n) for n in COST_REPORT_TOKENS})
+                            {n: self.costs.relative_target_cost(n) for n in COST_REPORT_TOKENS}, self._capture_seconds)
         for listener in self.step_listeners:
             listener(report)
 
@@ -370,7 +373,10 @@ class Engine:
         else:
             accepted, next_token = verify(draft.ids, draft.q, logits, params, sequence.rng)
         new_tokens = draft.ids[:accepted] + [next_token]
+        scoring_started = time.perf_counter()
         logprobs, target_top = self._score_emitted(sequence.request, logits, new_tokens)
+        if sequence.request.capture_top_logprobs and sequence.request.logprobs is None:  # work only capture wanted
+            self._capture_seconds += time.perf_counter() - scoring_started
         if draft.ids and not draft.copied:
             self.policy.observe(sequence.acceptance, len(draft.ids), accepted)
         elif draft.copied:

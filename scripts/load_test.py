@@ -215,6 +215,21 @@ class GenaiBatching:
         return level_row(results, time.perf_counter() - started, concurrency)
 
 
+def capture_seconds(url: str) -> float:
+    """The server's fastdraft:capture_seconds_total, all stages: the time its traffic capture has cost so far."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("fastdraft:capture_seconds_total{"))
+
+
+def capture_level(url: str, run) -> dict:
+    """A level on the capturing server, with the time capture spent in it (the writer finishing its queue included)."""
+    before = capture_seconds(url)
+    row = run()
+    time.sleep(0.5)  # the writer thread takes the level's last records from its queue
+    row["capture_s"] = round(capture_seconds(url) - before, 4)
+    return row
+
+
 def pooled(rows: list[dict]) -> dict:
     """One (config, concurrency) over its repeats: throughput = all tokens / all wall time, pooled percentiles."""
     tokens, wall = sum(r["tokens"] for r in rows), sum(r["wall_s"] for r in rows)
@@ -223,9 +238,10 @@ def pooled(rows: list[dict]) -> dict:
     return {"config": rows[0]["config"], "concurrency": rows[0]["concurrency"], "repeats": len(rows),
             "requests": sum(r["requests"] for r in rows), "failed": sum(r["failed"] for r in rows),
             "checked": sum(r["checked"] for r in rows), "same_as_alone": sum(r["same_as_alone"] for r in rows),
-            "tokens": tokens, "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
+            "tokens": tokens, "wall_s": round(wall, 3), "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
-            "ttft_p50_s": round(_percentile(ttfts, 50), 3)}
+            "ttft_p50_s": round(_percentile(ttfts, 50), 3),
+            **({"capture_s": round(sum(r["capture_s"] for r in rows), 4)} if "capture_s" in rows[0] else {})}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -300,8 +316,8 @@ def main() -> int:
                         raise SystemExit("--configs spec+capture starts its own servers: leave out --url")
                     capturing = stack.enter_context(ServerProcess(
                         server_args(args) + ["--capture-dir", str(Path(tmp) / "capture")], Path(tmp) / "capture.log"))
-                    runners[config] = (lambda u: lambda p, n, a: asyncio.run(
-                        run_level(u, headers, model, p, n, a, "spec", references)))(capturing.url)
+                    runners[config] = (lambda u: lambda p, n, a: capture_level(
+                        u, lambda: asyncio.run(run_level(u, headers, model, p, n, a, "spec", references))))(capturing.url)
                     continue
                 runners[config] = (lambda c: lambda p, n, a: asyncio.run(
                     run_level(url, headers, model, p, n, a, c, references)))(config)
@@ -332,7 +348,8 @@ def main() -> int:
     spec_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "spec"}
     for row in table:
         if row["config"] == "spec+capture" and spec_rate.get(row["concurrency"]):
-            print(f"capture on / off, {row['concurrency']} clients: {row['throughput_tok_s'] / spec_rate[row['concurrency']]:.3f}")
+            print(f"capture on / off, {row['concurrency']} clients: {row['throughput_tok_s'] / spec_rate[row['concurrency']]:.3f}"
+                  f" tok/s; capture's own work {row['capture_s']:.2f} s = {row['capture_s'] / row['wall_s']:.2%} of the level's wall time")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"args": vars(args), "machine": describe_cpu(), "table": table,
                                                    "runs": results}, indent=1) + "\n")

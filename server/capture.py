@@ -93,6 +93,13 @@ class TrafficCapture:
             self._handle.close()
 
     def _write(self, record: dict) -> None:
+        started = time.perf_counter()
+        try:
+            self._encode_and_write(record)
+        finally:
+            self.metrics.capture_seconds.labels("write").inc(time.perf_counter() - started)
+
+    def _encode_and_write(self, record: dict) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         try:
             # a new shard when this one is full, or was deleted under us (the documented way to discard capture)

@@ -41,6 +41,7 @@ _K = (0, 1, 2, 3, 4, 5, 6, 8, 12, 16)
 _TPOT = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+CAPTURE_STAGES = ("score", "record", "write")
 
 
 class Metrics:
@@ -115,8 +116,15 @@ class Metrics:
         self.capture_shards_deleted = Counter(P + "capture_shards_deleted", "Oldest capture shards deleted to stay "
                                               "under --capture-max-bytes", registry=r)
         self.capture_bytes = Gauge(P + "capture_bytes", "Bytes of traffic capture on disk", registry=r)
+        self.capture_seconds = Counter(P + "capture_seconds", "Time spent on traffic capture, by stage: score (the "
+                                       "engine's step, searching the top alternatives only capture asked for), record "
+                                       "(the event loop, building a finished choice's record), write (the writer "
+                                       "thread, encoding and writing it); against engine_step_seconds_sum it bounds "
+                                       "what capture costs serving", ["stage"], registry=r)
         for reason in ("queue_full", "write_error"):
             self.capture_dropped.labels(reason)
+        for stage in CAPTURE_STAGES:
+            self.capture_seconds.labels(stage)
         # --- state
         self.running = Gauge(P + "num_requests_running", "Requests generating now", registry=r)
         self.waiting = Gauge(P + "num_requests_waiting", "Requests queued for a running slot", registry=r)
@@ -153,6 +161,8 @@ class Metrics:
             self.chosen_k.observe(k)
         if report.preempted:
             self.preemptions.inc(report.preempted)
+        if report.capture_seconds:
+            self.capture_seconds.labels("score").inc(report.capture_seconds)
         for tokens, ratio in report.relative_costs.items():
             if ratio is not None:
                 self.call_cost_ratio.labels(str(tokens)).set(ratio)

@@ -119,11 +119,14 @@ class TextGeneration:
         from server.capture import capture_record
 
         runtime, (output_ids, target_top) = self.runtime, self.captured
-        runtime.capture.offer(capture_record(
+        started = time.perf_counter()
+        record = capture_record(
             endpoint=self.job.endpoint, metadata=self.job.metadata, models=self._models,
             vocab_size=runtime.engine.target.vocab_size, finish_reason=self.finish_reason,
             sampling=self.request.sampling, prompt_ids=self.request.prompt_ids, output_ids=output_ids,
-            target_top=target_top, top_logprobs=self.request.capture_top_logprobs))
+            target_top=target_top, top_logprobs=self.request.capture_top_logprobs)
+        runtime.metrics.capture_seconds.labels("record").inc(time.perf_counter() - started)
+        runtime.capture.offer(record)
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
         engine, request, cancel = self.runtime.engine, self.request, self.cancel

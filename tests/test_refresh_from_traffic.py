@@ -43,11 +43,15 @@ def wait_for(condition, timeout_s: float = 60.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def captured(server) -> float:
+def scraped(server, series: str) -> float:
     for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("fastdraft:capture_records_total "):
+        if line.startswith(series + " "):
             return float(line.split()[1])
     return 0.0
+
+
+def captured(server) -> float:
+    return scraped(server, "fastdraft:capture_records_total")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +113,13 @@ def test_capture_records_what_was_served(served):
     assert chat_row["token_logprobs"][:len(api_logprobs)] == pytest.approx(api_logprobs, abs=2e-4)
     assert chat_row["target"]["revision"] == httpx.get(served.url + "/health").json()["target"]["revision"]
     assert chat_row["draft"] == httpx.get(served.url + "/health").json()["draft"]
+    # what capture cost, by stage: each did some work, within the time the requests took
+    spent = {stage: scraped(served, f'fastdraft:capture_seconds_total{{stage="{stage}"}}')
+             for stage in ("score", "record", "write")}
+    assert all(seconds > 0 for seconds in spent.values()), spent
+    served_seconds = sum(scraped(served, f'fastdraft:e2e_request_latency_seconds_sum{{endpoint="{endpoint}"}}')
+                         for endpoint in ("chat", "completions"))
+    assert sum(spent.values()) < served_seconds, (spent, served_seconds)
 
 
 def test_bad_metadata_is_a_400_naming_the_field(served):
