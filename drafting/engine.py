@@ -56,6 +56,7 @@ class EngineConfig:
     max_step_tokens: int = MAX_STEP_TOKENS
     # drafting is turned off while more than this many sequences run (None: the cost-driven policy decides)
     speculative_max_concurrency: int | None = None
+    prefix_caching: bool = True  # a new sequence takes the cached blocks of its longest known prefix
 
 
 @dataclass
@@ -119,7 +120,8 @@ class Engine:
         self.pool = target.pool
         self.costs = StepCostModel(draft_model=hasattr(proposer, "call_seconds"))
         self.policy = DraftLengthPolicy(self.costs)
-        self.scheduler = Scheduler(self.pool, self.config.max_running, self.config.max_step_tokens)
+        self.scheduler = Scheduler(self.pool, self.config.max_running, self.config.max_step_tokens,
+                                   self.config.prefix_caching)
         self.step_listeners: list[Callable[[StepReport], None]] = []
         self.steps = 0
         self.preemptions = 0

@@ -43,13 +43,13 @@ def compile_model(model, precision: str | None = None, kv_cache_bytes: int | Non
 def load_engine(target, draft=None, prompt_lookup: bool = False, num_draft_tokens: int = 3,
                 adaptive: bool = True, precision: str | None = None, max_running: int = 8,
                 speculative_max_concurrency: int | None = None, copy_tokens: int = COPY_TOKENS,
-                kv_cache_bytes: int | None = None) -> Engine:
+                kv_cache_bytes: int | None = None, prefix_caching: bool = True) -> Engine:
     """A target engine with the proposer build_proposer() makes of `draft` and `prompt_lookup`."""
     target_model = compile_model(target, precision, kv_cache_bytes)
     proposer = build_proposer(target, draft, prompt_lookup, copy_tokens=copy_tokens, precision=precision,
                               target_vocab_size=target_model.vocab_size, num_blocks=target_model.num_blocks)
     config = EngineConfig(num_draft_tokens=num_draft_tokens, adaptive=adaptive, max_running=max_running,
-                          speculative_max_concurrency=speculative_max_concurrency)
+                          speculative_max_concurrency=speculative_max_concurrency, prefix_caching=prefix_caching)
     return Engine(target_model, proposer, config, eos_token_ids=eos_token_ids(target.ir_dir))
 
 

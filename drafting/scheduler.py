@@ -5,7 +5,8 @@ plan). Sequences here need only `id`, `context`, `table` (drafting/blocks.py Blo
 (None unless the prompt is scored) and `admitted_at`.
 
 - Waiting sequences are admitted in arrival order while the batch has room and the pool can hold their
-  next prompt chunk; a new sequence first takes the cached blocks of its longest known prefix.
+  next prompt chunk; a new sequence first takes the cached blocks of its longest known prefix (unless
+  prefix caching is off).
 - Each step, decoding sequences go first (each feeds its last token and its drafts), then prompt chunks
   of the others fill what is left of the token budget, oldest first, so running sequences keep streaming
   while a long prompt is read.
@@ -34,9 +35,10 @@ class StepPlan:
 
 
 class Scheduler:
-    def __init__(self, pool: BlockPool, max_running: int, max_step_tokens: int):
+    def __init__(self, pool: BlockPool, max_running: int, max_step_tokens: int, prefix_caching: bool = True):
         assert max_running >= 1 and max_step_tokens >= 1
         self.pool = pool
+        self.prefix_caching = prefix_caching
         self.max_running = max_running
         self.max_step_tokens = max_step_tokens
         self.waiting: collections.deque = collections.deque()
@@ -68,7 +70,8 @@ class Scheduler:
         while self.waiting and len(self.running) < self.max_running:
             sequence = self.waiting[0]
             table = sequence.table
-            if not table.blocks and sequence.scored is None:  # a scored prompt needs logits at every position
+            # a scored prompt needs logits at every position
+            if self.prefix_caching and not table.blocks and sequence.scored is None:
                 table.reuse_prefix(sequence.context, len(sequence.context) - 1)
             remaining = len(sequence.context) - table.length
             first_chunk = table.length + min(remaining, self.max_step_tokens)

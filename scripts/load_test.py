@@ -18,6 +18,8 @@ Configurations (--configs):
 Every level sends the same prompts (token ids, so every configuration reads the same input), `concurrency` at once
 (--requests-per-level more are queued behind them for our server). Levels run in turn, and within a level every
 configuration runs back to back, with `--repeats N` in alternating order, so drift in machine load hits all alike.
+Prefix caching is off on our started servers and on openvino-genai's (--prefix-caching turns it on for both), so
+every request pays its prefill, whatever ran before it (a server given with --url keeps its own setting).
 Throughput = generated tokens / wall time of the level; latency = request to last token; TTFT = request to first.
 Exactness (greedy, on by default; --no-check-outputs skips it): before the levels, every prompt a level uses is
 sent alone with plain decoding, and each of our requests under load is compared with that text: "same as alone"
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSONL prompts ({'prompt': text} or {'messages': [...]}, as fastdraft bench reads them)")
     parser.add_argument("--task", default=None, help="only the prompts of this task (code, chat, summarization)")
     parser.add_argument("--num-prompts", type=int, default=8, help="prompts to cycle through")
+    parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=False,
+                        help="let a prompt reuse the KV blocks of the same prompt in an earlier level, on our servers "
+                             "and openvino-genai's alike (default off: every request pays its prefill)")
     parser.add_argument("--check-outputs", action=argparse.BooleanOptionalAction, default=True,
                         help="compare our greedy outputs under load with each prompt's plain output alone")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
@@ -173,13 +178,14 @@ def level_row(results: list[dict], wall: float, concurrency: int) -> dict:
 class GenaiBatching:
     """openvino-genai's ContinuousBatchingPipeline on the target IR (optionally with a draft), stepped here."""
 
-    def __init__(self, target_ir: str, draft_ir: str | None, k: int, max_tokens: int, eos_ids: set[int]):
+    def __init__(self, target_ir: str, draft_ir: str | None, k: int, max_tokens: int, eos_ids: set[int],
+                 prefix_caching: bool):
         import openvino_genai
 
         self.genai = openvino_genai
         scheduler = openvino_genai.SchedulerConfig()
         scheduler.cache_size = 2  # GB of KV cache, as ours (--kv-cache-gb default: at most 2 GiB)
-        scheduler.enable_prefix_caching = False  # every level pays its prefill, as ours does for new prompts
+        scheduler.enable_prefix_caching = prefix_caching  # as ours (--prefix-caching)
         properties = {"draft_model": openvino_genai.draft_model(draft_ir, "CPU")} if draft_ir else {}
         self.pipe = openvino_genai.ContinuousBatchingPipeline(target_ir, scheduler, "CPU", properties)
         self.config = openvino_genai.GenerationConfig()
@@ -264,6 +270,8 @@ def server_args(args) -> list[str]:
         out += ["--draft", str(resolve_model(args.draft, weight_format=args.draft_weight_format).ir_dir)]
     if args.precision:
         out += ["--precision", args.precision]
+    if not args.prefix_caching:  # the plain outputs alone and earlier levels would otherwise spare later ones prefill
+        out += ["--no-prefix-caching"]
     return out
 
 
@@ -323,11 +331,13 @@ def main() -> int:
                     run_level(url, headers, model, p, n, a, c, references)))(config)
         eos = set(_eos_ids(target.ir_dir, tokenizer))
         if "genai" in configs:
-            plain_pipe = GenaiBatching(str(target.ir_dir), None, args.genai_num_draft_tokens, args.max_tokens, eos)
+            plain_pipe = GenaiBatching(str(target.ir_dir), None, args.genai_num_draft_tokens, args.max_tokens, eos,
+                                     args.prefix_caching)
             runners["genai"] = plain_pipe.run_level
         if "genai-draft" in configs:
             draft = resolve_model(args.genai_draft, weight_format=args.draft_weight_format)
-            draft_pipe = GenaiBatching(str(target.ir_dir), str(draft.ir_dir), args.genai_num_draft_tokens, args.max_tokens, eos)
+            draft_pipe = GenaiBatching(str(target.ir_dir), str(draft.ir_dir), args.genai_num_draft_tokens,
+                                       args.max_tokens, eos, args.prefix_caching)
             runners["genai-draft"] = draft_pipe.run_level
         runners = {c: runners[c] for c in configs if c in runners}
         if ours and args.check_outputs:

@@ -73,7 +73,7 @@ class Runtime:
         engine = load_engine(target, draft, prompt_lookup=s.proposer_mode == "prompt-lookup" or (draft is not None and s.draft_with_lookup),
                              num_draft_tokens=s.num_draft_tokens, adaptive=s.adaptive, precision=s.precision,
                              max_running=s.max_running, speculative_max_concurrency=s.spec_max_running,
-                             copy_tokens=s.copy_tokens,
+                             copy_tokens=s.copy_tokens, prefix_caching=s.prefix_caching,
                              kv_cache_bytes=int(s.kv_cache_gb * 2 ** 30) if s.kv_cache_gb else None)
         engine.step_listeners.append(self.metrics.record_engine_step)
         self.metrics.watch_engine(engine)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         None, ge=0,
         description="draft only while at most this many requests are generating (0: never draft; default: the "
                     "cost-driven draft length decides at every load)")
+    prefix_caching: bool = Field(True, description="a prompt that starts like an earlier one takes its KV blocks "
+                                                  "instead of recomputing them; --no-prefix-caching: every request "
+                                                  "pays its whole prefill (benchmarks against servers without it)")
     kv_cache_gb: float | None = Field(None, gt=0, description="memory for the target's KV blocks (the draft gets as many "
                                                              "blocks); default: a tenth of RAM, at most 2 GiB")
 

@@ -216,6 +216,17 @@ def test_forgetting_cached_prefixes_makes_the_next_request_pay_its_prefill(engin
     assert first.token_ids == again.token_ids == cold.token_ids
 
 
+def test_without_prefix_caching_a_repeated_prompt_pays_its_prefill(engine, target):
+    # --no-prefix-caching, for load tests against servers without it: cached blocks exist but are never taken
+    request = GenerationRequest(prompt_ids=list(range(7, 77)), max_new_tokens=6)  # two full blocks
+    cached = engine.generate_all(request)
+    uncached = Engine(target, None, EngineConfig(prefix_caching=False))  # the same pool, its blocks still cached
+    hits = target.pool.hits
+    assert target.pool.cached >= 2
+    assert uncached.generate_all(request).token_ids == uncached.generate_all(request).token_ids == cached.token_ids
+    assert target.pool.hits == hits and target.pool.used == 0
+
+
 def test_prompt_logprobs_score_each_token_as_generation_did(engine):
     """Scoring prompt + generated text (chunked past 256 tokens) gives the logprobs the generation reported."""
     import numpy as np
