@@ -125,7 +125,6 @@ class Engine:
         self.step_listeners: list[Callable[[StepReport], None]] = []
         self.steps = 0
         self.preemptions = 0
-        self._capture_seconds = 0.0  # this step's, for StepReport
         self._next_id = 0
         self._incoming: list[Sequence] = []  # started, not yet seen by the step loop (guarded by _wake)
         self._wake = threading.Condition()
@@ -244,7 +243,6 @@ class Engine:
             time.sleep(0.001)  # waiting sequences that do not fit yet: blocks free as others finish
             return
         self.steps += 1
-        self._capture_seconds = 0.0
         decoding = [s for s in running if s.decoding]
         prompt_tokens = self.scheduler.prefill_tokens_wanted(decoding)
         ks = self._draft_lengths(decoding, prompt_tokens)
@@ -261,18 +259,19 @@ class Engine:
         target_seconds = time.perf_counter() - start
         fed = sum(len(t) for t in batch.tokens)
         self.costs.observe_target(fed, target_seconds)
-        offset = 0
+        offset, capture_seconds = 0, 0.0
         for sequence, tokens, count in zip(plan.prefilling, batch.tokens, batch.logit_rows):
             self._after_prefill_chunk(sequence, tokens, logits[offset:offset + count])
             offset += count
         for sequence, draft, count in zip(decoding, drafts, batch.logit_rows[len(plan.prefilling):]):
-            self._after_decode(sequence, draft, logits[offset:offset + count], draft_seconds, target_seconds)
+            capture_seconds += self._after_decode(sequence, draft, logits[offset:offset + count], draft_seconds,
+                                                  target_seconds)
             offset += count
         if not self.step_listeners:
             return
         report = StepReport(len(batch.tokens), fed, [plan.draft_lengths[s.id] for s in decoding], target_seconds,
                             draft_seconds, len(plan.preempted),
-                            {n: self.costs.relative_target_cost(n) for n in COST_REPORT_TOKENS}, self._capture_seconds)
+                            {n: self.costs.relative_target_cost(n) for n in COST_REPORT_TOKENS}, capture_seconds)
         for listener in self.step_listeners:
             listener(report)
 
@@ -361,7 +360,8 @@ class Engine:
         sequence.table.length = begin + len(tokens)
 
     def _after_decode(self, sequence: Sequence, draft: Draft, logits: np.ndarray, draft_seconds: float,
-                      target_seconds: float) -> None:
+                      target_seconds: float) -> float:
+        """Verify, emit, roll back; returns the seconds spent scoring alternatives only a traffic capture wanted."""
         if sequence.first_step_at is None:
             sequence.first_step_at = time.perf_counter()
             sequence.stats.prefill_time_s = sequence.first_step_at - sequence.started
@@ -377,8 +377,8 @@ class Engine:
         new_tokens = draft.ids[:accepted] + [next_token]
         scoring_started = time.perf_counter()
         logprobs, target_top = self._score_emitted(sequence.request, logits, new_tokens)
-        if sequence.request.capture_top_logprobs and sequence.request.logprobs is None:  # work only capture wanted
-            self._capture_seconds += time.perf_counter() - scoring_started
+        only_for_capture = sequence.request.capture_top_logprobs and sequence.request.logprobs is None
+        capture_seconds = time.perf_counter() - scoring_started if only_for_capture else 0.0
         if draft.ids and not draft.copied:
             self.policy.observe(sequence.acceptance, len(draft.ids), accepted)
         elif draft.copied:
@@ -386,6 +386,7 @@ class Engine:
         step = StepStats(len(draft.ids), accepted, len(new_tokens), draft_seconds if draft.ids else 0.0, target_seconds)
         sequence.table.length = sequence.computed + len(draft.ids) + 1  # what the call wrote
         self._emit(sequence, new_tokens, step, len(draft.ids), logprobs, target_top)
+        return capture_seconds
 
     @staticmethod
     def _score_emitted(request: GenerationRequest, logits: np.ndarray, tokens: list[int]

@@ -223,8 +223,11 @@ class GenaiBatching:
 
 def capture_seconds(url: str) -> float:
     """The server's fastdraft:capture_seconds_total, all stages: the time its traffic capture has cost so far."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = httpx.get(url + "/metrics", timeout=10).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("fastdraft:capture_seconds_total{"))
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "fastdraft:capture_seconds_total")
 
 
 def capture_level(url: str, run) -> dict:

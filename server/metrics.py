@@ -119,8 +119,8 @@ class Metrics:
         self.capture_seconds = Counter(P + "capture_seconds", "Time spent on traffic capture, by stage: score (the "
                                        "engine's step, searching the top alternatives only capture asked for), record "
                                        "(the event loop, building a finished choice's record), write (the writer "
-                                       "thread, encoding and writing it); against engine_step_seconds_sum it bounds "
-                                       "what capture costs serving", ["stage"], registry=r)
+                                       "thread, encoding and writing it); its rate is the share of a core capture "
+                                       "uses, which bounds what it costs serving", ["stage"], registry=r)
         for reason in ("queue_full", "write_error"):
             self.capture_dropped.labels(reason)
         for stage in CAPTURE_STAGES:
