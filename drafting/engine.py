@@ -7,7 +7,8 @@ nothing about tokenizers, text, stop strings or HTTP.
 
 One step, as data:
 1. schedule (drafting/scheduler.py): admit waiting sequences while blocks allow, give each running one
-   its tokens: a chunk of its prompt, or [last token] + k drafts; preempt the youngest when blocks run out;
+   its tokens: a chunk of its prompt (the final chunk's last row gives the first token), or [last token] +
+   k drafts; preempt the youngest when blocks run out;
 2. propose: k per decoding sequence from the policy (drafting/adaptive.py), one batched proposer call;
 3. run: one target call for all of them, logits only for the rows that need them;
 4. verify each sequence (drafting/rejection.py), emit its tokens, roll its cache back to what was kept
@@ -103,6 +104,12 @@ class Sequence:
     @property
     def decoding(self) -> bool:
         return self.computed == len(self.context) - 1
+
+    @property
+    def prefill_end(self) -> int:
+        """The cache length at which its context is read: all of it, so that the final chunk's last row gives its
+        next token, unless it is to emit nothing (a request that only scores its prompt)."""
+        return len(self.context) - (1 if len(self.emitted) >= self.request.max_new_tokens else 0)
 
     @property
     def draft_room(self) -> int:
@@ -261,7 +268,9 @@ class Engine:
         self.costs.observe_target(fed, target_seconds)
         offset, capture_seconds = 0, 0.0
         for sequence, tokens, count in zip(plan.prefilling, batch.tokens, batch.logit_rows):
-            self._after_prefill_chunk(sequence, tokens, logits[offset:offset + count])
+            if self._after_prefill_chunk(sequence, tokens, logits[offset:offset + count]):
+                capture_seconds += self._after_decode(sequence, Draft(), logits[offset + count - 1:offset + count],
+                                                      0.0, target_seconds)
             offset += count
         for sequence, draft, count in zip(decoding, drafts, batch.logit_rows[len(plan.prefilling):]):
             capture_seconds += self._after_decode(sequence, draft, logits[offset:offset + count], draft_seconds,
@@ -280,8 +289,9 @@ class Engine:
         batch = PagedBatch([], [], [], [])
         for sequence in plan.prefilling:
             tokens = sequence.context[sequence.computed:sequence.computed + plan.chunk[sequence.id]]
+            final = sequence.computed + len(tokens) == len(sequence.context)  # its last row gives the next token
             batch.tokens.append(tokens)
-            batch.logit_rows.append(len(tokens) if sequence.scored is not None else 0)
+            batch.logit_rows.append(len(tokens) if sequence.scored is not None else int(final))
         for sequence, draft in zip(plan.decoding, drafts):
             batch.tokens.append([sequence.context[-1]] + draft.ids)
             batch.logit_rows.append(len(draft.ids) + 1)
@@ -352,12 +362,16 @@ class Engine:
 
     # --- after the call -----------------------------------------------------------------------------
 
-    def _after_prefill_chunk(self, sequence: Sequence, tokens: list[int], logits: np.ndarray) -> None:
+    def _after_prefill_chunk(self, sequence: Sequence, tokens: list[int], logits: np.ndarray) -> bool:
+        """Record a prompt chunk; True when it was the final one, whose last row is then verified like a decode step
+        with no drafts (the cache is left holding the context minus its last token, as for a decoding sequence)."""
         begin = sequence.computed
         if sequence.scored is not None:  # row i predicts context[begin + i + 1]
             following = sequence.context[begin + 1:begin + len(tokens) + 1]
             sequence.scored.extend(token_logprobs(logits[:len(following)], following, sequence.request.logprobs))
-        sequence.table.length = begin + len(tokens)
+        final = begin + len(tokens) == len(sequence.context)
+        sequence.table.length = begin + len(tokens) - int(final)
+        return final
 
     def _after_decode(self, sequence: Sequence, draft: Draft, logits: np.ndarray, draft_seconds: float,
                       target_seconds: float) -> float:

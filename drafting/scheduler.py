@@ -2,14 +2,16 @@
 
 Boundary: sequences, lengths and block counts; never tensors, never a model (drafting/engine.py runs the
 plan). Sequences here need only `id`, `context`, `table` (drafting/blocks.py BlockTable), `scored`
-(None unless the prompt is scored) and `admitted_at`.
+(None unless the prompt is scored), `admitted_at` and `prefill_end` (the cache length at which its context is
+read: all of it when the last row yields its next token, one less when it is to emit nothing).
 
 - Waiting sequences are admitted in arrival order while the batch has room and the pool can hold their
   next prompt chunk; a new sequence first takes the cached blocks of its longest known prefix (unless
   prefix caching is off).
 - Each step, decoding sequences go first (each feeds its last token and its drafts), then prompt chunks
   of the others fill what is left of the token budget, oldest first, so running sequences keep streaming
-  while a long prompt is read.
+  while a long prompt is read. A prompt's final chunk carries its last token, so the call that finishes
+  reading a prompt also gives its first output token (no extra step before the first token).
 - When the pool cannot hold a decoding sequence's next tokens, the youngest running sequence is preempted:
   its blocks go back and it waits again at the front, to recompute its context later. A sequence is never
   refused for lack of blocks while it fits the pool alone (the engine checks that at start).
@@ -85,7 +87,7 @@ class Scheduler:
 
     def prefill_tokens_wanted(self, decoding: list) -> int:
         """Prompt tokens the step would feed besides the decoding sequences' (for the draft-length choice)."""
-        wanted = sum(len(s.context) - 1 - s.table.length for s in self.running if s not in decoding)
+        wanted = sum(s.prefill_end - s.table.length for s in self.running if s not in decoding)
         return min(wanted, self.max_step_tokens)
 
     def plan(self, decoding: list, draft_lengths: dict[int, int], rooms: dict[int, int],
@@ -122,7 +124,7 @@ class Scheduler:
         for sequence in sorted(self.running, key=_age):
             if sequence in plan.decoding or budget <= 0:
                 continue
-            remaining = len(sequence.context) - 1 - sequence.table.length
+            remaining = sequence.prefill_end - sequence.table.length
             if remaining <= 0:
                 continue
             slack = len(sequence.table.blocks) * size - sequence.table.length

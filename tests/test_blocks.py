@@ -80,6 +80,10 @@ class FakeSequence:
     admitted_at: int = -1
     preempted: int = field(default=0)
 
+    @property
+    def prefill_end(self) -> int:
+        return len(self.context)
+
 
 def sequence(pool, seq_id, prompt_length):
     return FakeSequence(seq_id, list(range(seq_id * 1000, seq_id * 1000 + prompt_length)), BlockTable(pool))

@@ -33,7 +33,7 @@ from drafting.request import GenerationRequest
 from drafting.sampling import SamplingParams, probabilities
 from training.vocab_map import VocabMap
 
-PROMPT = [11, 22, 33, 44, 55, 66]
+PROMPT = ([11, 22, 33, 44, 55, 66] * 6)[:33]  # one KV block (32 tokens) and one more: see sample_first_two
 PARAMS = SamplingParams(temperature=1.0)  # no seed: the rejection-sampling path
 GENERATIONS = 6000
 CONCURRENT = 16  # generations in flight at once: the engine batches them into one target call per step
@@ -106,6 +106,10 @@ def seeded_entropy(monkeypatch):
 def sample_first_two(engine: Engine) -> tuple[np.ndarray, float]:
     """The first two tokens of GENERATIONS generations [GENERATIONS, 2], and the fraction of drafts accepted."""
     pairs = np.empty((GENERATIONS, 2), dtype=np.int64)
+    # A fresh prompt's final chunk gives its first token with no draft; with the prompt's first block cached,
+    # every generation starts decoding instead, so its first two tokens are drafted and verified.
+    assert len(PROMPT) == engine.pool.block_size + 1
+    engine.generate_all(GenerationRequest(prompt_ids=PROMPT, max_new_tokens=1, sampling=PARAMS))
     drafted = accepted = 0
     for start in range(0, GENERATIONS, CONCURRENT):
         # 3 tokens at k = 2: one step verifies two drafts (its bonus is the third token); a rejection at the
