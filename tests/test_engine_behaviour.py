@@ -227,6 +227,15 @@ def test_without_prefix_caching_a_repeated_prompt_pays_its_prefill(engine, targe
     assert target.pool.hits == hits and target.pool.used == 0
 
 
+def test_the_call_that_reads_a_prompts_end_gives_its_first_token(target):
+    # TTFT: no extra step between reading a prompt and its first token, however many chunks the prompt takes
+    engine = Engine(target, None, EngineConfig(prefix_caching=False, max_step_tokens=32))
+    for length in (6, 32, 70):
+        steps = engine.steps
+        result = engine.generate_all(GenerationRequest(prompt_ids=list(range(3, 3 + length)), max_new_tokens=1))
+        assert len(result.token_ids) == 1 and engine.steps == steps + -(-length // 32), length
+
+
 def test_prompt_logprobs_score_each_token_as_generation_did(engine):
     """Scoring prompt + generated text (chunked past 256 tokens) gives the logprobs the generation reported."""
     import numpy as np
