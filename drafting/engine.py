@@ -270,7 +270,7 @@ class Engine:
         for sequence, tokens, count in zip(plan.prefilling, batch.tokens, batch.logit_rows):
             if self._after_prefill_chunk(sequence, tokens, logits[offset:offset + count]):
                 capture_seconds += self._after_decode(sequence, Draft(), logits[offset + count - 1:offset + count],
-                                                      0.0, target_seconds)
+                                                      0.0, target_seconds, step_of_prefill=True)
             offset += count
         for sequence, draft, count in zip(decoding, drafts, batch.logit_rows[len(plan.prefilling):]):
             capture_seconds += self._after_decode(sequence, draft, logits[offset:offset + count], draft_seconds,
@@ -374,8 +374,10 @@ class Engine:
         return final
 
     def _after_decode(self, sequence: Sequence, draft: Draft, logits: np.ndarray, draft_seconds: float,
-                      target_seconds: float) -> float:
-        """Verify, emit, roll back; returns the seconds spent scoring alternatives only a traffic capture wanted."""
+                      target_seconds: float, step_of_prefill: bool = False) -> float:
+        """Verify, emit, roll back; returns the seconds spent scoring alternatives only a traffic capture wanted.
+        The first token, given by the prompt's final chunk, is emitted with no step: that call was prefill, and
+        step counts (target calls, plain and speculative steps) are of the calls after it."""
         if sequence.first_step_at is None:
             sequence.first_step_at = time.perf_counter()
             sequence.stats.prefill_time_s = sequence.first_step_at - sequence.started
@@ -397,7 +399,8 @@ class Engine:
             self.policy.observe(sequence.acceptance, len(draft.ids), accepted)
         elif draft.copied:
             self.policy.observe_copy(len(draft.ids), accepted)
-        step = StepStats(len(draft.ids), accepted, len(new_tokens), draft_seconds if draft.ids else 0.0, target_seconds)
+        step = None if step_of_prefill else \
+            StepStats(len(draft.ids), accepted, len(new_tokens), draft_seconds if draft.ids else 0.0, target_seconds)
         sequence.table.length = sequence.computed + len(draft.ids) + 1  # what the call wrote
         self._emit(sequence, new_tokens, step, len(draft.ids), logprobs, target_top)
         return capture_seconds
