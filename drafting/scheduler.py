@@ -129,6 +129,11 @@ class Scheduler:
                 continue
             slack = len(sequence.table.blocks) * size - sequence.table.length
             tokens = min(remaining, budget, slack + available * size)
+            if tokens == remaining - 1 and sequence.prefill_end == len(sequence.context):
+                # one short of the end would leave it decoding its prompt's last token next step, so that where a
+                # budget happens to cut a prompt would change its first steps: its first token comes from the
+                # final chunk wherever the prompt is cut, as when it runs alone
+                tokens -= 1
             if tokens <= 0:
                 continue
             available -= blocks_for(sequence, tokens)

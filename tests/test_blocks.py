@@ -119,6 +119,22 @@ def test_prompt_chunks_fill_the_budget_left_by_decoding():
     assert plan.prefilling == [long_prompt] and plan.chunk == {2: 20 - 4}
 
 
+def test_a_prompt_chunk_never_stops_one_token_short_of_its_end():
+    """Left one token short, a prompt would decode its last token next step instead of reading it in a final chunk:
+    its first steps would depend on where the step budget happened to cut it."""
+    pool = BlockPool(64, 4)
+    scheduler = Scheduler(pool, max_running=4, max_step_tokens=20)
+    just_over, longer = sequence(pool, 1, 21), sequence(pool, 2, 30)
+    for s in (just_over, longer):
+        scheduler.add(s)
+    scheduler.admit(step=0)
+    plan = scheduler.plan([], {}, {}, preempt=lambda s: None)
+    assert plan.chunk == {1: 19, 2: 1}
+    just_over.table.length = 19
+    plan = scheduler.plan([], {}, {}, preempt=lambda s: None)
+    assert plan.chunk[1] == 2  # the final chunk: its last row gives the first token
+
+
 def test_the_youngest_is_preempted_when_blocks_run_out():
     pool = BlockPool(4, 4)
     scheduler = Scheduler(pool, max_running=4, max_step_tokens=64)
