@@ -24,6 +24,8 @@ Throughput = generated tokens / wall time of the level; latency = request to las
 Exactness (greedy, on by default; --no-check-outputs skips it): before the levels, every prompt a level uses is
 sent alone with plain decoding, and each of our requests under load is compared with that text: "same as alone"
 counts the requests whose output equals it (speculation and batching must not change a greedy output).
+Mean k and drafted (ours): the draft length chosen per decoding sequence per step, over the level
+(fastdraft:spec_decode_chosen_k), and the share of those sequence-steps that drafted at all.
 The CPU's model and its vector flags are printed first: where verification is compute-bound matters here.
 """
 
@@ -221,21 +223,33 @@ class GenaiBatching:
         return level_row(results, time.perf_counter() - started, concurrency)
 
 
-def capture_seconds(url: str) -> float:
-    """The server's fastdraft:capture_seconds_total, all stages: the time its traffic capture has cost so far."""
+def server_counters(url: str) -> dict[str, float]:
+    """The server's counters a level's row reports: capture's seconds (all stages) and the chosen draft lengths
+    (fastdraft:spec_decode_chosen_k: one observation per decoding sequence per step, 0 when it ran plain)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(url + "/metrics", timeout=10).text
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "fastdraft:capture_seconds_total")
+    counters = {"capture_s": 0.0, "k_sum": 0.0, "k_steps": 0.0, "k_plain_steps": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "fastdraft:capture_seconds_total":
+                counters["capture_s"] += sample.value
+            elif sample.name == "fastdraft:spec_decode_chosen_k_sum":
+                counters["k_sum"] = sample.value
+            elif sample.name == "fastdraft:spec_decode_chosen_k_count":
+                counters["k_steps"] = sample.value
+            elif sample.name == "fastdraft:spec_decode_chosen_k_bucket" and float(sample.labels["le"]) == 0:
+                counters["k_plain_steps"] = sample.value
+    return counters
 
 
-def capture_level(url: str, run) -> dict:
-    """A level on the capturing server, with the time capture spent in it (the writer finishing its queue included)."""
-    before = capture_seconds(url)
+def counted_level(url: str, run) -> dict:
+    """A level on one of our servers, with what its counters moved by (the writer finishing capture's queue included)."""
+    before = server_counters(url)
     row = run()
     time.sleep(0.5)  # the writer thread takes the level's last records from its queue
-    row["capture_s"] = round(capture_seconds(url) - before, 4)
+    after = server_counters(url)
+    row.update({name: round(after[name] - before[name], 4) for name in after})
     return row
 
 
@@ -250,7 +264,15 @@ def pooled(rows: list[dict]) -> dict:
             "tokens": tokens, "wall_s": round(wall, 3), "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
             "ttft_p50_s": round(_percentile(ttfts, 50), 3),
-            **({"capture_s": round(sum(r["capture_s"] for r in rows), 4)} if "capture_s" in rows[0] else {})}
+            **({name: round(sum(r[name] for r in rows), 4) for name in ("capture_s", "k_sum", "k_steps", "k_plain_steps")}
+               if "k_steps" in rows[0] else {})}
+
+
+def draft_lengths(row: dict) -> str:
+    """Mean chosen draft length per sequence-step, and the share of sequence-steps that drafted (ours only)."""
+    if not row.get("k_steps"):
+        return ""
+    return f"{row['k_sum'] / row['k_steps']:>8.2f}{1 - row['k_plain_steps'] / row['k_steps']:>9.0%}"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -327,11 +349,11 @@ def main() -> int:
                         raise SystemExit("--configs spec+capture starts its own servers: leave out --url")
                     capturing = stack.enter_context(ServerProcess(
                         server_args(args) + ["--capture-dir", str(Path(tmp) / "capture")], Path(tmp) / "capture.log"))
-                    runners[config] = (lambda u: lambda p, n, a: capture_level(
+                    runners[config] = (lambda u: lambda p, n, a: counted_level(
                         u, lambda: asyncio.run(run_level(u, headers, model, p, n, a, "spec", references))))(capturing.url)
                     continue
-                runners[config] = (lambda c: lambda p, n, a: asyncio.run(
-                    run_level(url, headers, model, p, n, a, c, references)))(config)
+                runners[config] = (lambda c: lambda p, n, a: counted_level(url, lambda: asyncio.run(
+                    run_level(url, headers, model, p, n, a, c, references))))(config)
         eos = set(_eos_ids(target.ir_dir, tokenizer))
         if "genai" in configs:
             plain_pipe = GenaiBatching(str(target.ir_dir), None, args.genai_num_draft_tokens, args.max_tokens, eos,
@@ -351,13 +373,14 @@ def main() -> int:
              for key in sorted({(r["config"], r["concurrency"]) for r in results},
                                key=lambda key: (key[1], configs.index(key[0])))]
     print(f"\n{'config':<13}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'x plain':>9}{'p50 s':>8}{'p95 s':>8}"
-          f"{'TTFT p50':>10}{'same as alone':>15}")
+          f"{'TTFT p50':>10}{'same as alone':>15}{'mean k':>8}{'drafted':>9}")
     plain_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "plain"}
     for row in table:
         ratio = row["throughput_tok_s"] / plain_rate[row["concurrency"]] if plain_rate.get(row["concurrency"]) else float("nan")
         print(f"{row['config']:<13}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
               f"{row['throughput_tok_s']:>9.2f}{ratio:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p95_s']:>8.2f}"
-              f"{row['ttft_p50_s']:>10.2f}{(str(row['same_as_alone']) + '/' + str(row['checked'])) if row['checked'] else '-':>15}")
+              f"{row['ttft_p50_s']:>10.2f}{(str(row['same_as_alone']) + '/' + str(row['checked'])) if row['checked'] else '-':>15}"
+              f"{draft_lengths(row)}")
     spec_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "spec"}
     for row in table:
         if row["config"] == "spec+capture" and spec_rate.get(row["concurrency"]):

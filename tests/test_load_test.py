@@ -1,6 +1,6 @@
 """scripts/load_test.py run for real on smollm2: our server under load, every greedy output checked against the
 same prompt's plain output alone (speculation and batching must leave a greedy output as it was), and the capturing
-server's account of what capture cost."""
+server's account of what capture cost, and the draft lengths each level chose."""
 
 import json
 import subprocess
@@ -32,6 +32,14 @@ def test_load_test_counts_outputs_equal_to_their_plain_output_alone(smollm2_fp32
     captured = [row for row in table if row["config"] == "spec+capture"]
     assert all(0 < row["capture_s"] < row["wall_s"] for row in captured), captured
     assert "capture's own work" in run.stdout
+    # the draft lengths each level chose, from the server's counters: none for plain, at most 2 at k=2
+    for row in table:
+        assert row["k_steps"] > 0, row
+        if row["config"] == "plain":
+            assert row["k_sum"] == 0 and row["k_plain_steps"] == row["k_steps"], row
+        if row["config"] == "spec-k2":
+            assert 0 < row["k_sum"] <= 2 * row["k_steps"] and row["k_plain_steps"] < row["k_steps"], row
+    assert "mean k" in run.stdout
     texts: dict[int, set[str]] = {}
     for level in report["runs"]:
         for output in level["outputs"]:
