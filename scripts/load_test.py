@@ -25,7 +25,8 @@ Exactness (greedy, on by default; --no-check-outputs skips it): before the level
 sent alone with plain decoding, and each of our requests under load is compared with that text: "same as alone"
 counts the requests whose output equals it (speculation and batching must not change a greedy output).
 Mean k and drafted (ours): the draft length chosen per decoding sequence per step, over the level
-(fastdraft:spec_decode_chosen_k), and the share of those sequence-steps that drafted at all.
+(fastdraft:spec_decode_chosen_k), and the share of those sequence-steps that drafted at all; in target: the
+share of the level's wall time the engine spent in target calls (the rest: drafting, its own work, waiting).
 The CPU's model and its vector flags are printed first: where verification is compute-bound matters here.
 """
 
@@ -224,12 +225,13 @@ class GenaiBatching:
 
 
 def server_counters(url: str) -> dict[str, float]:
-    """The server's counters a level's row reports: capture's seconds (all stages) and the chosen draft lengths
-    (fastdraft:spec_decode_chosen_k: one observation per decoding sequence per step, 0 when it ran plain)."""
+    """The server's counters a level's row reports: capture's seconds (all stages), the chosen draft lengths
+    (fastdraft:spec_decode_chosen_k: one observation per decoding sequence per step, 0 when it ran plain) and the
+    seconds its engine spent in target calls (fastdraft:engine_step_seconds)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(url + "/metrics", timeout=10).text
-    counters = {"capture_s": 0.0, "k_sum": 0.0, "k_steps": 0.0, "k_plain_steps": 0.0}
+    counters = {"capture_s": 0.0, "k_sum": 0.0, "k_steps": 0.0, "k_plain_steps": 0.0, "target_s": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "fastdraft:capture_seconds_total":
@@ -240,6 +242,8 @@ def server_counters(url: str) -> dict[str, float]:
                 counters["k_steps"] = sample.value
             elif sample.name == "fastdraft:spec_decode_chosen_k_bucket" and float(sample.labels["le"]) == 0:
                 counters["k_plain_steps"] = sample.value
+            elif sample.name == "fastdraft:engine_step_seconds_sum":
+                counters["target_s"] = sample.value
     return counters
 
 
@@ -264,15 +268,17 @@ def pooled(rows: list[dict]) -> dict:
             "tokens": tokens, "wall_s": round(wall, 3), "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
             "ttft_p50_s": round(_percentile(ttfts, 50), 3),
-            **({name: round(sum(r[name] for r in rows), 4) for name in ("capture_s", "k_sum", "k_steps", "k_plain_steps")}
+            **({name: round(sum(r[name] for r in rows), 4) for name in ("capture_s", "k_sum", "k_steps", "k_plain_steps", "target_s")}
                if "k_steps" in rows[0] else {})}
 
 
 def draft_lengths(row: dict) -> str:
-    """Mean chosen draft length per sequence-step, and the share of sequence-steps that drafted (ours only)."""
+    """Mean chosen draft length per sequence-step, the share of sequence-steps that drafted, and the share of the
+    level's wall time its engine spent in target calls (ours only)."""
     if not row.get("k_steps"):
         return ""
-    return f"{row['k_sum'] / row['k_steps']:>8.2f}{1 - row['k_plain_steps'] / row['k_steps']:>9.0%}"
+    return (f"{row['k_sum'] / row['k_steps']:>8.2f}{1 - row['k_plain_steps'] / row['k_steps']:>9.0%}"
+            f"{row['target_s'] / row['wall_s']:>11.0%}")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -373,7 +379,7 @@ def main() -> int:
              for key in sorted({(r["config"], r["concurrency"]) for r in results},
                                key=lambda key: (key[1], configs.index(key[0])))]
     print(f"\n{'config':<13}{'clients':>8}{'reqs':>6}{'fail':>6}{'tok/s':>9}{'x plain':>9}{'p50 s':>8}{'p95 s':>8}"
-          f"{'TTFT p50':>10}{'same as alone':>15}{'mean k':>8}{'drafted':>9}")
+          f"{'TTFT p50':>10}{'same as alone':>15}{'mean k':>8}{'drafted':>9}{'in target':>11}")
     plain_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "plain"}
     for row in table:
         ratio = row["throughput_tok_s"] / plain_rate[row["concurrency"]] if plain_rate.get(row["concurrency"]) else float("nan")

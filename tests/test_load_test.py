@@ -34,7 +34,7 @@ def test_load_test_counts_outputs_equal_to_their_plain_output_alone(smollm2_fp32
     assert "capture's own work" in run.stdout
     # the draft lengths each level chose, from the server's counters: none for plain, at most 2 at k=2
     for row in table:
-        assert row["k_steps"] > 0, row
+        assert row["k_steps"] > 0 and 0 < row["target_s"] < row["wall_s"], row
         if row["config"] == "plain":
             assert row["k_sum"] == 0 and row["k_plain_steps"] == row["k_steps"], row
         if row["config"] == "spec-k2":
