@@ -27,6 +27,7 @@ counts the requests whose output equals it (speculation and batching must not ch
 Mean k and drafted (ours): the draft length chosen per decoding sequence per step, over the level
 (fastdraft:spec_decode_chosen_k), and the share of those sequence-steps that drafted at all; in target: the
 share of the level's wall time the engine spent in target calls (the rest: drafting, its own work, waiting).
+The JSON keeps, per level, the call costs the engine had learnt by its end (fastdraft:engine_call_cost_ratio).
 The CPU's model and its vector flags are printed first: where verification is compute-bound matters here.
 """
 
@@ -254,7 +255,18 @@ def counted_level(url: str, run) -> dict:
     time.sleep(0.5)  # the writer thread takes the level's last records from its queue
     after = server_counters(url)
     row.update({name: round(after[name] - before[name], 4) for name in after})
+    row["cost_ratios"] = learnt_cost_ratios(url)
     return row
+
+
+def learnt_cost_ratios(url: str) -> dict[str, float]:
+    """fastdraft:engine_call_cost_ratio{tokens}: what the engine has learnt a call of that many tokens costs against a
+    1-token call, the prices its draft lengths were chosen against."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {sample.labels["tokens"]: round(sample.value, 3) for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "fastdraft:engine_call_cost_ratio"}
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -269,7 +281,8 @@ def pooled(rows: list[dict]) -> dict:
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
             "ttft_p50_s": round(_percentile(ttfts, 50), 3),
             **({name: round(sum(r[name] for r in rows), 4) for name in ("capture_s", "k_sum", "k_steps", "k_plain_steps", "target_s")}
-               if "k_steps" in rows[0] else {})}
+               if "k_steps" in rows[0] else {}),
+            **({"cost_ratios": rows[-1]["cost_ratios"]} if "cost_ratios" in rows[0] else {})}
 
 
 def draft_lengths(row: dict) -> str:

@@ -40,6 +40,7 @@ def test_load_test_counts_outputs_equal_to_their_plain_output_alone(smollm2_fp32
         if row["config"] == "spec-k2":
             assert 0 < row["k_sum"] <= 2 * row["k_steps"] and row["k_plain_steps"] < row["k_steps"], row
     assert "mean k" in run.stdout
+    assert all(row["cost_ratios"]["2"] >= 1.0 for row in table), table
     texts: dict[int, set[str]] = {}
     for level in report["runs"]:
         for output in level["outputs"]:

@@ -543,8 +543,8 @@ def test_metrics_parse_and_move(spec):
     assert delta("fastdraft:request_queue_time_seconds_count") == 1
     assert metric(after, "fastdraft:model_info", target=MODEL, ready="true") == 1
     assert ("fastdraft:spec_decode_current_k", ()) in after
-    ratios = [metric(after, "fastdraft:engine_call_cost_ratio", tokens=str(n)) for n in (2, 4, 8, 16)]
-    assert 1.0 <= ratios[0] <= ratios[1] <= ratios[2] <= ratios[3], ratios  # learnt, and never cheaper for more
+    ratios = [metric(after, "fastdraft:engine_call_cost_ratio", tokens=str(n)) for n in (2, 4, 8, 16, 32, 64)]
+    assert 1.0 <= ratios[0] and ratios == sorted(ratios), ratios  # learnt, and never cheaper for more
     assert delta("fastdraft:requests_total", status="400") == 0
     # n choices count their prompt once on /metrics, as usage does
     before = spec.metrics()
