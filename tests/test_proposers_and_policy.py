@@ -42,6 +42,21 @@ def trained(rates, steps=200, k=8):
     return acceptance
 
 
+def test_a_wide_call_costs_at_least_the_per_token_compute_of_the_narrow_ones():
+    """A count beyond the fitted line, first seen in a fast moment and then called every step (so no pair of
+    different counts corrects it), must not stay priced like a narrower call: 8 sequences at k = 4 feed 40."""
+    def seconds(tokens):
+        return 0.060 + 0.003 * tokens
+    costs = StepCostModel()
+    for _ in range(30):
+        for tokens in (8, 16, 24, 32):
+            costs.observe_target(tokens, seconds(tokens))
+    costs.observe_target(40, seconds(32) * 0.95)  # a fast moment
+    for _ in range(20):
+        costs.observe_target(40, seconds(40))
+    assert costs.target_seconds(40) / costs.target_seconds(32) > 0.97 * seconds(40) / seconds(32)
+
+
 def test_cost_curve_interpolates_and_never_gets_cheaper_with_more_tokens():
     costs = StepCostModel()
     costs.observe_target(1, 0.100)
