@@ -102,9 +102,9 @@ class _Curve:
         per token), fitted with each count weighted by the calls that priced it: a count the policy seldom
         chooses, priced by a few calls (some in bursts), cannot bend the curve. Beyond, where prompt chunks
         share the call, counts keep their own prices, but none below that line: a wider call costs at least
-        the compute per token the narrower ones show. (A count first seen in a fast moment was otherwise kept
-        at its smaller neighbour's price, and once the policy chose it every step, consecutive calls of one
-        count never corrected it: 8 sequences at k=4, 40 tokens, were priced like 32, and drafted 4.4 on
+        the compute per token the narrower ones show. (A count first seen in a fast moment could otherwise be
+        kept at its smaller neighbour's price, and once the policy chose it every step, consecutive calls of
+        one count never corrected it: 8 sequences at k=4, 40 tokens, were priced like 32, and drafted 4.4 on
         average where k=1-3 did 10% better, through a server on an AVX-512 VM.) The whole is then made
         monotone (pool adjacent violators, weighted the same way): a call never gets cheaper by feeding more."""
         xs = self._xs = sorted(self._log_shape)
