@@ -225,48 +225,55 @@ class GenaiBatching:
         return level_row(results, time.perf_counter() - started, concurrency)
 
 
-def server_counters(url: str) -> dict[str, float]:
-    """The server's counters a level's row reports: capture's seconds (all stages), the chosen draft lengths
-    (fastdraft:spec_decode_chosen_k: one observation per decoding sequence per step, 0 when it ran plain) and the
-    seconds its engine spent in target calls (fastdraft:engine_step_seconds)."""
+# what a level's row takes from our server's counters (moved over the level, summed over repeats)
+SERVER_COUNTERS = ("capture_s", "k_sum", "k_steps", "k_plain_steps", "target_s")
+
+
+def scrape(url: str) -> list:
+    """The samples of the server's /metrics, parsed as Prometheus text."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(url + "/metrics", timeout=10).text
-    counters = {"capture_s": 0.0, "k_sum": 0.0, "k_steps": 0.0, "k_plain_steps": 0.0, "target_s": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "fastdraft:capture_seconds_total":
-                counters["capture_s"] += sample.value
-            elif sample.name == "fastdraft:spec_decode_chosen_k_sum":
-                counters["k_sum"] = sample.value
-            elif sample.name == "fastdraft:spec_decode_chosen_k_count":
-                counters["k_steps"] = sample.value
-            elif sample.name == "fastdraft:spec_decode_chosen_k_bucket" and float(sample.labels["le"]) == 0:
-                counters["k_plain_steps"] = sample.value
-            elif sample.name == "fastdraft:engine_step_seconds_sum":
-                counters["target_s"] = sample.value
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def server_counters(samples: list) -> dict[str, float]:
+    """The counters a level's row reports: capture's seconds (all stages), the chosen draft lengths
+    (fastdraft:spec_decode_chosen_k: one observation per decoding sequence per step, 0 when it ran plain) and the
+    seconds the engine spent in target calls (fastdraft:engine_step_seconds)."""
+    counters = dict.fromkeys(SERVER_COUNTERS, 0.0)
+    for sample in samples:
+        if sample.name == "fastdraft:capture_seconds_total":
+            counters["capture_s"] += sample.value
+        elif sample.name == "fastdraft:spec_decode_chosen_k_sum":
+            counters["k_sum"] = sample.value
+        elif sample.name == "fastdraft:spec_decode_chosen_k_count":
+            counters["k_steps"] = sample.value
+        elif sample.name == "fastdraft:spec_decode_chosen_k_bucket" and float(sample.labels["le"]) == 0:
+            counters["k_plain_steps"] = sample.value
+        elif sample.name == "fastdraft:engine_step_seconds_sum":
+            counters["target_s"] = sample.value
     return counters
 
 
-def counted_level(url: str, run) -> dict:
-    """A level on one of our servers, with what its counters moved by (the writer finishing capture's queue included)."""
-    before = server_counters(url)
-    row = run()
-    time.sleep(0.5)  # the writer thread takes the level's last records from its queue
-    after = server_counters(url)
-    row.update({name: round(after[name] - before[name], 4) for name in after})
-    row["cost_ratios"] = learnt_cost_ratios(url)
-    return row
-
-
-def learnt_cost_ratios(url: str) -> dict[str, float]:
+def learnt_cost_ratios(samples: list) -> dict[str, float]:
     """fastdraft:engine_call_cost_ratio{tokens}: what the engine has learnt a call of that many tokens costs against a
     1-token call, the prices its draft lengths were chosen against."""
-    from prometheus_client.parser import text_string_to_metric_families
+    return {sample.labels["tokens"]: round(sample.value, 3) for sample in samples
+            if sample.name == "fastdraft:engine_call_cost_ratio"}
 
-    text = httpx.get(url + "/metrics", timeout=10).text
-    return {sample.labels["tokens"]: round(sample.value, 3) for family in text_string_to_metric_families(text)
-            for sample in family.samples if sample.name == "fastdraft:engine_call_cost_ratio"}
+
+def counted_level(url: str, run) -> dict:
+    """A level on one of our servers, with what its counters moved by (the writer finishing capture's queue
+    included) and the call costs learnt by its end."""
+    before = server_counters(scrape(url))
+    row = run()
+    time.sleep(0.5)  # the writer thread takes the level's last records from its queue
+    samples = scrape(url)
+    after = server_counters(samples)
+    row.update({name: round(after[name] - before[name], 4) for name in SERVER_COUNTERS})
+    row["cost_ratios"] = learnt_cost_ratios(samples)
+    return row
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -280,12 +287,11 @@ def pooled(rows: list[dict]) -> dict:
             "tokens": tokens, "wall_s": round(wall, 3), "throughput_tok_s": round(tokens / wall, 3) if wall else 0.0,
             "latency_p50_s": round(_percentile(latencies, 50), 3), "latency_p95_s": round(_percentile(latencies, 95), 3),
             "ttft_p50_s": round(_percentile(ttfts, 50), 3),
-            **({name: round(sum(r[name] for r in rows), 4) for name in ("capture_s", "k_sum", "k_steps", "k_plain_steps", "target_s")}
-               if "k_steps" in rows[0] else {}),
+            **({name: round(sum(r[name] for r in rows), 4) for name in SERVER_COUNTERS} if "k_steps" in rows[0] else {}),
             **({"cost_ratios": rows[-1]["cost_ratios"]} if "cost_ratios" in rows[0] else {})}
 
 
-def draft_lengths(row: dict) -> str:
+def engine_columns(row: dict) -> str:
     """Mean chosen draft length per sequence-step, the share of sequence-steps that drafted, and the share of the
     level's wall time its engine spent in target calls (ours only)."""
     if not row.get("k_steps"):
@@ -399,7 +405,7 @@ def main() -> int:
         print(f"{row['config']:<13}{row['concurrency']:>8}{row['requests']:>6}{row['failed']:>6}"
               f"{row['throughput_tok_s']:>9.2f}{ratio:>9.2f}{row['latency_p50_s']:>8.2f}{row['latency_p95_s']:>8.2f}"
               f"{row['ttft_p50_s']:>10.2f}{(str(row['same_as_alone']) + '/' + str(row['checked'])) if row['checked'] else '-':>15}"
-              f"{draft_lengths(row)}")
+              f"{engine_columns(row)}")
     spec_rate = {row["concurrency"]: row["throughput_tok_s"] for row in table if row["config"] == "spec"}
     for row in table:
         if row["config"] == "spec+capture" and spec_rate.get(row["concurrency"]):
